@@ -1,0 +1,3 @@
+from kitty_ops.cli import main
+
+main()

@@ -1,0 +1,221 @@
+"""The `kitty-ops` command: parse options, call one function, render its result, exit.
+
+Each command reads configuration, calls into the package and hands the result to a renderer;
+exit codes come from kitty_ops.exitcodes only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from kitty_ops import __version__, config, lifecycle, lock, probes, records, render, status, validate
+from kitty_ops.exitcodes import DESCRIPTIONS, Exit
+from kitty_ops.runbooks import Runbook
+
+env_file_option = click.option(
+    "--env-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Configuration file (default: .env in the project directory).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (versioned).")
+only_option = click.option(
+    "--only", "only", multiple=True, metavar="NAME[,NAME]",
+    help="Only these servers (repeat or comma-separate).")
+
+
+def _names(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(n.strip() for v in values for n in v.split(",") if n.strip())
+
+
+def _exit_table() -> str:
+    return "\n".join(f"  {int(code):>3}  {text}" for code, text in DESCRIPTIONS.items())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog=f"Exit codes:\n\n{_exit_table()}")
+@click.version_option(__version__, prog_name="kitty-ops")
+def cli() -> None:
+    """Run the local AI stack: llama-server processes per model role, checked and supervised."""
+
+
+def _selected(settings: config.Settings, only: tuple[str, ...]) -> list[config.ServerSpec]:
+    specs, unknown = config.select(settings, _names(only))
+    if unknown:
+        known = ", ".join(s.name for s in settings.servers) or "none"
+        raise click.UsageError(f"unknown server(s): {', '.join(unknown)} (configured: {known})")
+    return specs
+
+
+@cli.command("validate")
+@env_file_option
+@json_option
+def validate_cmd(env_file: Path | None, as_json: bool) -> None:
+    """Check configuration, model files, the engine binary and ports; report every problem."""
+    settings, problems = config.load_settings(env_file)
+    report = validate.check(settings, problems)
+    (render.validate_json if as_json else render.validate_text)(report, sys.stdout)
+    sys.exit(Exit.OK if report.ok else Exit.CONFIG)
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM/SIGHUP to the CLI behave like Ctrl+C: stop what this run started, then exit."""
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, handler)
+
+
+def _run_locked(operation, as_json: bool, settings: config.Settings):
+    try:
+        return operation()
+    except lock.LockBusy as exc:
+        _fail(Exit.BUSY, f"{exc}. Wait for it to finish; if no kitty-ops is running, see "
+                         f"{Runbook.LOCK_HELD.path}", as_json)
+    except KeyboardInterrupt:
+        _fail(Exit.INTERRUPTED, "interrupted: servers started by this run were stopped again", as_json)
+
+
+def _fail(code: Exit, message: str, as_json: bool) -> None:
+    if as_json:
+        render.to_json("error", {"ok": False, "exit_code": int(code), "message": message}, sys.stdout)
+    click.echo(f"kitty-ops: {message}", err=True)
+    sys.exit(code)
+
+
+@cli.command("start")
+@env_file_option
+@only_option
+@json_option
+@click.option("--no-compose", is_flag=True, help="Leave the container tier alone (native servers only).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=None,
+              help="Seconds to wait for health (default LLAMACPP_HEALTH_TIMEOUT, 300).")
+def start_cmd(env_file: Path | None, only: tuple[str, ...], as_json: bool, no_compose: bool,
+              timeout: float | None) -> None:
+    """Start every enabled llama-server and wait until all are healthy."""
+    settings, problems = config.load_settings(env_file)
+    if no_compose:
+        settings = _replace(settings, compose_enabled=False)
+    if timeout is not None:
+        settings = _replace(settings, health_timeout=timeout)
+    specs = _selected(settings, only)
+    _interrupt_on_sigterm()
+    progress = render.LineProgress()
+    result = _run_locked(lambda: lifecycle.start(settings, problems, specs, progress), as_json, settings)
+    if as_json:
+        render.result_json(result, sys.stdout)
+    elif result.exit == Exit.CONFIG:
+        click.echo(render.problems_text(result.problems), err=True)
+        click.echo(f"\nnothing started: fix the errors above (`kitty-ops validate` lists them)", err=True)
+    else:
+        render.result_text(result, sys.stdout, sys.stderr)
+    sys.exit(result.exit)
+
+
+@cli.command("stop")
+@env_file_option
+@only_option
+@json_option
+@click.option("--no-compose", is_flag=True, help="Leave the container tier alone (native servers only).")
+@click.option("--grace", type=click.FloatRange(min=0), default=None,
+              help="Seconds between SIGTERM and SIGKILL (default KITTY_STOP_GRACE, 10).")
+def stop_cmd(env_file: Path | None, only: tuple[str, ...], as_json: bool, no_compose: bool,
+             grace: float | None) -> None:
+    """Stop the servers kitty-ops started (only processes it can prove it started)."""
+    del no_compose  # accepted for symmetry with start; there is no container tier yet
+    settings, _ = config.load_settings(env_file)  # stopping must work even with a broken config
+    if grace is not None:
+        settings = _replace(settings, stop_grace=grace)
+    names = [s.name for s in _selected(settings, only)] if only else []
+    result = _run_locked(lambda: lifecycle.stop(settings, names, render.LineProgress()), as_json, settings)
+    (render.result_json(result, sys.stdout) if as_json else render.result_text(result, sys.stdout, sys.stderr))
+    sys.exit(result.exit)
+
+
+@cli.command("status")
+@env_file_option
+@json_option
+def status_cmd(env_file: Path | None, as_json: bool) -> None:
+    """Show each server: state, pid, port, uptime, memory, model, engine version."""
+    settings, _ = config.load_settings(env_file)
+    servers = status.collect(settings)
+    (render.status_json if as_json else render.status_text)(servers, sys.stdout)
+
+
+@cli.command("logs")
+@env_file_option
+@click.argument("name")
+@click.option("-n", "--lines", default=50, show_default=True, type=click.IntRange(min=0))
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl+C.")
+def logs_cmd(env_file: Path | None, name: str, lines: int, follow: bool) -> None:
+    """Print the log of server NAME."""
+    settings, _ = config.load_settings(env_file)
+    known = {s.name for s in settings.servers} | set(records.recorded_names(settings.logs_dir))
+    if name not in known:
+        raise click.UsageError(f"unknown server {name!r} (known: {', '.join(sorted(known)) or 'none'})")
+    path = records.log_path(settings.logs_dir, name)
+    if not path.exists() and not follow:
+        _fail(Exit.FAILED, f"no log yet at {path}: server {name!r} has not been started", False)
+    for line in records.tail(path, lines):
+        click.echo(line)
+    if follow:
+        _follow(path)
+
+
+def _follow(path: Path) -> None:
+    position = path.stat().st_size if path.exists() else 0
+    try:
+        while True:
+            size = path.stat().st_size if path.exists() else 0
+            if size < position:  # truncated or replaced: start again from the top
+                position = 0
+            if size > position:
+                with path.open("rb") as handle:
+                    handle.seek(position)
+                    chunk = handle.read()
+                position += len(chunk)
+                sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+                sys.stdout.flush()
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command("chat")
+@env_file_option
+@click.option("--server", default="q4", show_default=True, help="Server to ask.")
+@click.option("--max-tokens", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=1))
+@click.argument("prompt")
+def chat_cmd(env_file: Path | None, server: str, max_tokens: int, timeout: float, prompt: str) -> None:
+    """Send PROMPT to a server's /v1/chat/completions and print the answer."""
+    settings, _ = config.load_settings(env_file)
+    spec = settings.server(server)
+    if spec is None:
+        raise click.UsageError(f"unknown server {server!r}")
+    body = json.dumps({"model": spec.alias, "max_tokens": max_tokens,
+                       "messages": [{"role": "user", "content": prompt}]}).encode()
+    try:
+        code, data = probes.http_request(spec.url + "/v1/chat/completions", "POST", body, timeout,
+                                         {"Content-Type": "application/json"})
+        answer = json.loads(data)["choices"][0]["message"]["content"] if code == 200 else None
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        code, answer = None, None
+        data = str(exc).encode()
+    if answer is None:
+        _fail(Exit.FAILED, f"{server} at {spec.url} gave no answer (HTTP {code}: "
+                           f"{data[:200].decode(errors='replace')}); check `kitty-ops status`, "
+                           f"see {Runbook.SERVER_CRASH.path}", False)
+    click.echo(answer)
+
+
+def _replace(settings: config.Settings, **changes) -> config.Settings:
+    return dataclasses.replace(settings, **changes)
+
+
+def main() -> None:
+    cli(prog_name="kitty-ops")

@@ -1,0 +1,362 @@
+"""Configuration: the `.env` file plus the process environment plus defaults -> typed settings.
+
+Reading never stops at the first bad value: every problem is collected (with the variable that
+holds it and the fix) so that `kitty-ops validate` can show them all at once. A bad value falls
+back to its default so that the remaining checks still run.
+
+Precedence, highest first: the process environment (only LLAMACPP_* and KITTY_* variables, as
+docker compose does for its own), the env file, the per-role defaults of the seed manual, the
+generic defaults. Values are never printed except the ones kitty-ops parses itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Mapping
+
+from dotenv import dotenv_values
+
+from kitty_ops.problems import Problem, error
+from kitty_ops.runbooks import Runbook
+
+DEFAULT_SERVERS = "q4,f16,summary,vision"
+PREFIX = "LLAMACPP_"
+
+# Per-role defaults, from the seed manual (ops/scripts/llama/start.sh of the original stack).
+ROLE_DEFAULTS: dict[str, dict[str, object]] = {
+    "q4": {
+        "port": 8083, "ctx": 16384, "alias": "kitty-q4", "parallel": 4, "batch": 4096,
+        "ubatch": 1024, "model": "athene-v2-agent/Athene-V2-Agent-Q4_K_M.gguf",
+    },
+    "f16": {
+        "port": 8082, "ctx": 16384, "alias": "kitty-f16", "parallel": 4, "batch": 4096,
+        "ubatch": 1024,
+        "model": "llama-3-70b/Llama-3.3-70B-Instruct-F16/Llama-3.3-70B-Instruct-F16-00001-of-00004.gguf",
+    },
+    "summary": {
+        "port": 8085, "ctx": 8192, "alias": "kitty-summary", "parallel": 2, "batch": 1024,
+        "ubatch": 256, "model": "Hermes-3-8B/Hermes-3-Llama-3.1-8B.Q4_K_M.gguf",
+    },
+    "vision": {
+        "port": 8086, "ctx": 8192, "alias": "kitty-vision", "parallel": 2, "batch": 1024,
+        "ubatch": 256, "model": "gemma-3-27b-it/gemma-3-27b-it-q4_k_m.gguf",
+        "mmproj": "gemma-3-27b-it/gemma-3-27b-it-mmproj-bf16.gguf",
+    },
+}
+GENERIC_DEFAULTS: dict[str, object] = {"ctx": 8192, "parallel": 1, "batch": 2048, "ubatch": 512}
+
+# Settings that may also be given once for every server as LLAMACPP_<SETTING>.
+SHARED_SETTINGS = ("THREADS", "N_GPU_LAYERS", "FLASH_ATTN", "BIND", "EXTRA_ARGS", "CTX", "PARALLEL",
+                   "BATCH", "UBATCH")
+# The seed manual spelled these two out; both spellings work.
+SETTING_ALIASES = {"BATCH": ("BATCH", "BATCH_SIZE"), "UBATCH": ("UBATCH", "UBATCH_SIZE")}
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off"}
+FLASH_ATTN_WORDS = {**{w: "on" for w in TRUE_WORDS}, **{w: "off" for w in FALSE_WORDS}, "auto": "auto"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSpec:
+    """Everything needed to start one llama-server, already validated for type and range."""
+
+    name: str
+    enabled: bool
+    model: Path
+    port: int
+    bind: str
+    ctx: int
+    threads: int
+    batch: int
+    ubatch: int
+    parallel: int
+    n_gpu_layers: int
+    flash_attn: str  # on | off | auto
+    alias: str
+    mmproj: Path | None
+    extra_args: tuple[str, ...]
+    jinja: bool
+    metrics: bool
+
+    @property
+    def var_prefix(self) -> str:
+        return f"{PREFIX}{self.name.upper()}_"
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.bind in ("0.0.0.0", "::", "") else self.bind
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    project_dir: Path
+    env_file: Path
+    env_file_found: bool
+    servers: tuple[ServerSpec, ...]
+    server_bin: str
+    models_dir: Path
+    logs_dir: Path
+    health_timeout: float
+    stop_grace: float
+    lock_timeout: float
+    compose_enabled: bool
+
+    @property
+    def enabled_servers(self) -> tuple[ServerSpec, ...]:
+        return tuple(s for s in self.servers if s.enabled)
+
+    def server(self, name: str) -> ServerSpec | None:
+        return next((s for s in self.servers if s.name == name), None)
+
+
+class _Reader:
+    """Typed access to the merged variables; each bad value becomes a Problem, not an exception."""
+
+    def __init__(self, values: Mapping[str, str], problems: list[Problem]):
+        self.values = values
+        self.problems = problems
+
+    def raw(self, *names: str) -> tuple[str, str] | None:
+        for name in names:
+            value = self.values.get(name)
+            if value is not None and value.strip() != "":
+                return name, value.strip()
+        return None
+
+    def _bad(self, var: str, value: str, expected: str) -> None:
+        self.problems.append(error(
+            var, f"{var}={value!r} is not {expected}",
+            f"set {var} to {expected} in the env file, or remove it to use the default",
+            Runbook.CONFIGURATION))
+
+    def integer(self, names: tuple[str, ...], default: int, lo: int, hi: int, what: str) -> int:
+        found = self.raw(*names)
+        if found is None:
+            return default
+        var, value = found
+        try:
+            number = int(value)
+        except ValueError:
+            number = None
+        if number is None or not lo <= number <= hi:
+            self._bad(var, value, f"{what} (an integer from {lo} to {hi})")
+            return default
+        return number
+
+    def number(self, names: tuple[str, ...], default: float, lo: float, hi: float, what: str) -> float:
+        found = self.raw(*names)
+        if found is None:
+            return default
+        var, value = found
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if number is None or not lo <= number <= hi:
+            self._bad(var, value, f"{what} (a number from {lo:g} to {hi:g})")
+            return default
+        return number
+
+    def boolean(self, names: tuple[str, ...], default: bool) -> bool:
+        found = self.raw(*names)
+        if found is None:
+            return default
+        var, value = found
+        word = value.lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        self._bad(var, value, "a boolean (1/0, true/false, yes/no, on/off)")
+        return default
+
+    def choice(self, names: tuple[str, ...], default: str, words: Mapping[str, str], what: str) -> str:
+        found = self.raw(*names)
+        if found is None:
+            return default
+        var, value = found
+        if value.lower() in words:
+            return words[value.lower()]
+        self._bad(var, value, what)
+        return default
+
+    def text(self, names: tuple[str, ...], default: str) -> str:
+        found = self.raw(*names)
+        return default if found is None else found[1]
+
+
+def default_project_dir(environ: Mapping[str, str]) -> Path:
+    """The directory holding .env and .logs: KITTY_PROJECT_DIR (the ops scripts set it to the
+    checkout they live in, so they work from any directory), else the current directory."""
+    return Path(environ.get("KITTY_PROJECT_DIR") or os.getcwd()).resolve()
+
+
+def load_settings(
+    env_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Settings, list[Problem]]:
+    """Read configuration. Returns the settings and every problem found (possibly none)."""
+    environ = os.environ if environ is None else environ
+    project_dir = default_project_dir(environ)
+    explicit = env_file is not None
+    env_path = Path(env_file) if explicit else project_dir / ".env"
+    if not env_path.is_absolute():
+        env_path = (Path(os.getcwd()) / env_path).resolve()
+
+    problems: list[Problem] = []
+    file_values: dict[str, str] = {}
+    found = env_path.is_file()
+    if found:
+        try:
+            file_values = {k: v for k, v in dotenv_values(env_path).items() if v is not None}
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(error(
+                str(env_path), f"cannot read the env file: {exc.__class__.__name__}",
+                "check its permissions and encoding (UTF-8)", Runbook.CONFIGURATION))
+    else:
+        fix = ("copy .env.example to .env and edit it"
+               if not explicit else "pass an existing file to --env-file")
+        problems.append(error(str(env_path), "env file not found", fix, Runbook.CONFIGURATION))
+
+    overrides = {k: v for k, v in environ.items() if k.startswith((PREFIX, "KITTY_"))}
+    values = {**file_values, **overrides}
+    # Relative paths in the env file are relative to the file, not to wherever the operator is.
+    base_dir = env_path.parent
+    settings = _build(values, problems, project_dir, env_path, found, base_dir)
+    return settings, problems
+
+
+def _path(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def _build(values: Mapping[str, str], problems: list[Problem], project_dir: Path,
+           env_path: Path, found: bool, base_dir: Path) -> Settings:
+    read = _Reader(values, problems)
+    names = _server_names(read)
+    models_dir = _path(base_dir, read.text(("LLAMACPP_MODELS_DIR",), "models"))
+    servers = tuple(_server(read, name, models_dir) for name in names)
+    _check_ports_unique(servers, problems)
+
+    return Settings(
+        project_dir=project_dir,
+        env_file=env_path,
+        env_file_found=found,
+        servers=servers,
+        server_bin=read.text(("LLAMACPP_SERVER_BIN", "LLAMACPP_BIN"), "llama-server"),
+        models_dir=models_dir,
+        logs_dir=_path(project_dir, read.text(("KITTY_LOGS_DIR",), ".logs")),
+        health_timeout=read.number(("LLAMACPP_HEALTH_TIMEOUT",), 300.0, 1, 86400, "seconds"),
+        stop_grace=read.number(("KITTY_STOP_GRACE",), 10.0, 0, 3600, "seconds"),
+        lock_timeout=read.number(("KITTY_LOCK_TIMEOUT",), 5.0, 0, 3600, "seconds"),
+        compose_enabled=read.boolean(("KITTY_COMPOSE_ENABLED",), False),
+    )
+
+
+def _server_names(read: _Reader) -> list[str]:
+    raw = read.text(("LLAMACPP_SERVERS",), DEFAULT_SERVERS)
+    names: list[str] = []
+    for item in (part.strip().lower() for part in raw.split(",")):
+        if not item:
+            continue
+        if not NAME_RE.match(item):
+            read.problems.append(error(
+                "LLAMACPP_SERVERS", f"server name {item!r} is not valid",
+                "use lower-case letters, digits and '_', starting with a letter (e.g. q4,f16)",
+                Runbook.CONFIGURATION))
+        elif item in names:
+            read.problems.append(error(
+                "LLAMACPP_SERVERS", f"server name {item!r} is listed twice",
+                "list each server once", Runbook.CONFIGURATION))
+        else:
+            names.append(item)
+    return names
+
+
+def _server(read: _Reader, name: str, models_dir: Path) -> ServerSpec:
+    role = {**GENERIC_DEFAULTS, **ROLE_DEFAULTS.get(name, {})}
+    own = f"{PREFIX}{name.upper()}_"
+
+    def var(setting: str) -> tuple[str, ...]:
+        spellings = SETTING_ALIASES.get(setting, (setting,))
+        names = tuple(own + s for s in spellings)
+        if setting in SHARED_SETTINGS:
+            names += tuple(PREFIX + s for s in spellings)
+        return names
+
+    enabled = read.boolean(var("ENABLED"), True)
+    model_text = read.text(var("MODEL"), str(role.get("model", "")))
+    if not model_text and enabled:
+        read.problems.append(error(
+            own + "MODEL", f"no model file set for server {name!r}",
+            f"set {own}MODEL to a .gguf path (relative to LLAMACPP_MODELS_DIR or absolute)",
+            Runbook.MODEL_FILES))
+    port_default = int(role.get("port", 0))
+    port = read.integer(var("PORT"), port_default, 1, 65535, "a TCP port")
+    if port == 0 and enabled:
+        read.problems.append(error(
+            own + "PORT", f"no port set for server {name!r}",
+            f"set {own}PORT to a free TCP port", Runbook.CONFIGURATION))
+    mmproj_text = read.text(var("MMPROJ"), str(role.get("mmproj", "")))
+    extra_text = read.text(var("EXTRA_ARGS"), "")
+    try:
+        extra = tuple(shlex.split(extra_text))
+    except ValueError as exc:  # unbalanced quotes
+        read.problems.append(error(
+            own + "EXTRA_ARGS", f"cannot split extra arguments: {exc}",
+            "balance the quotes in the value", Runbook.CONFIGURATION))
+        extra = ()
+
+    return ServerSpec(
+        name=name,
+        enabled=enabled,
+        model=_path(models_dir, model_text) if model_text else Path(""),
+        port=port,
+        bind=read.text(var("BIND"), "127.0.0.1"),
+        ctx=read.integer(var("CTX"), int(role["ctx"]), 0, 10_000_000, "a context size"),
+        threads=read.integer(var("THREADS"), os.cpu_count() or 1, -1, 1024, "a thread count"),
+        batch=read.integer(var("BATCH"), int(role["batch"]), 1, 1_000_000, "a batch size"),
+        ubatch=read.integer(var("UBATCH"), int(role["ubatch"]), 1, 1_000_000, "a micro-batch size"),
+        parallel=read.integer(var("PARALLEL"), int(role["parallel"]), -1, 1024, "a slot count"),
+        n_gpu_layers=read.integer(var("N_GPU_LAYERS"), 999, -1, 100_000, "a layer count"),
+        flash_attn=read.choice(var("FLASH_ATTN"), "on", FLASH_ATTN_WORDS, "on, off or auto"),
+        alias=read.text(var("ALIAS"), str(role.get("alias", f"kitty-{name}"))),
+        mmproj=_path(models_dir, mmproj_text) if mmproj_text else None,
+        extra_args=extra,
+        jinja=read.boolean((own + "TOOL_CALLING", PREFIX + "TOOL_CALLING"), True),
+        metrics=read.boolean((own + "METRICS", PREFIX + "METRICS"), True),
+    )
+
+
+def _check_ports_unique(servers: tuple[ServerSpec, ...], problems: list[Problem]) -> None:
+    by_port: dict[int, str] = {}
+    for spec in servers:
+        if not spec.enabled or spec.port == 0:
+            continue
+        other = by_port.get(spec.port)
+        if other:
+            problems.append(error(
+                f"{spec.var_prefix}PORT",
+                f"servers {other!r} and {spec.name!r} are both set to port {spec.port}",
+                f"give each server its own port ({spec.var_prefix}PORT)", Runbook.PORT_CONFLICT))
+        else:
+            by_port[spec.port] = spec.name
+
+
+def select(settings: Settings, only: tuple[str, ...]) -> tuple[list[ServerSpec], list[str]]:
+    """The enabled servers named in `only` (all enabled ones when empty), and unknown names."""
+    if not only:
+        return list(settings.enabled_servers), []
+    known = {s.name: s for s in settings.servers}
+    unknown = [n for n in only if n not in known]
+    return [known[n] for n in only if n in known and known[n].enabled], unknown
+

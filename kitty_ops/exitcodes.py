@@ -1,0 +1,24 @@
+"""The one table of exit codes. README.md documents the same table; keep them together."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Exit(enum.IntEnum):
+    OK = 0
+    FAILED = 1  # the operation ran and something did not work (a server failed to start/stop)
+    USAGE = 2  # bad command line (click's own convention for usage errors)
+    CONFIG = 3  # configuration is invalid: run `kitty-ops validate` for the full list
+    BUSY = 4  # another kitty-ops start/stop holds the lock
+    INTERRUPTED = 130  # Ctrl+C or SIGTERM; what this invocation started was stopped again
+
+
+DESCRIPTIONS = {
+    Exit.OK: "success",
+    Exit.FAILED: "an operation failed (a server did not start, stop or answer)",
+    Exit.USAGE: "bad command-line usage",
+    Exit.CONFIG: "configuration invalid (see `kitty-ops validate`)",
+    Exit.BUSY: "another kitty-ops start/stop is running (lock held)",
+    Exit.INTERRUPTED: "interrupted; what this run started was stopped",
+}

@@ -1,0 +1,395 @@
+"""Start and stop the native llama-server tier.
+
+start: validate everything first, then spawn every server that is not already running, then
+wait for all of them concurrently. It is all-or-nothing for this invocation: when one server
+fails (dies while loading, misses the deadline) or the operator presses Ctrl+C, every server this
+invocation started is stopped again. Servers that were already running, healthy and proven ours
+are reported and left alone.
+
+stop: SIGTERM to each server's process group, the grace period, then SIGKILL; all servers at
+once; PID files removed; ports checked free. A PID that cannot be proven ours is never signalled.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import enum
+import os
+import signal
+import subprocess
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol
+
+from kitty_ops import llama, lock, ports, probes, procs, records, validate
+from kitty_ops.config import ServerSpec, Settings
+from kitty_ops.exitcodes import Exit
+from kitty_ops.problems import Problem
+from kitty_ops.runbooks import Runbook
+
+KILL_WAIT = 5.0  # after SIGKILL the kernel needs only moments; longer means a stuck (D-state) process
+PORT_RELEASE_WAIT = 2.0
+LOG_TAIL_LINES = 15
+
+
+class Action(str, enum.Enum):
+    STARTED = "started"
+    ALREADY_RUNNING = "already-running"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled-back"  # started by this run, stopped again because another server failed
+    STOPPED = "stopped"
+    NOT_RUNNING = "not-running"
+
+
+@dataclasses.dataclass
+class Outcome:
+    name: str
+    action: Action
+    ok: bool
+    port: int
+    url: str
+    pid: int | None = None
+    seconds: float = 0.0
+    detail: str = ""
+    log_tail: list[str] = dataclasses.field(default_factory=list)
+    runbook: Runbook | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["action"] = self.action.value
+        data["runbook"] = self.runbook.path if self.runbook else None
+        return data
+
+
+@dataclasses.dataclass
+class Result:
+    operation: str
+    exit: Exit
+    outcomes: list[Outcome]
+    problems: list[Problem] = dataclasses.field(default_factory=list)
+
+
+class Progress(Protocol):
+    def event(self, name: str, message: str) -> None: ...
+
+
+class Silent:
+    def event(self, name: str, message: str) -> None:
+        pass
+
+
+def lock_path(settings: Settings) -> Path:
+    return settings.logs_dir / "kitty-ops.lock"
+
+
+# --------------------------------------------------------------------------------------- start
+
+@dataclasses.dataclass
+class _Launch:
+    """A server this invocation is waiting on: one it spawned (popen set) or one found loading."""
+
+    spec: ServerSpec
+    record: records.EngineRecord
+    popen: subprocess.Popen | None
+
+    def wait_exit(self, seconds: float) -> str | None:
+        if self.popen is not None:
+            try:
+                return procs.exit_description(self.popen.wait(timeout=seconds))
+            except subprocess.TimeoutExpired:
+                return None
+        gone = procs.wait_gone(self.record.identity, time.monotonic() + seconds)
+        return "exited" if gone else None
+
+
+def start(settings: Settings, config_problems: list[Problem], specs: list[ServerSpec],
+          progress: Progress = Silent(), cancel: threading.Event | None = None) -> Result:
+    """Raises lock.LockBusy when another run holds the lock, KeyboardInterrupt after cleaning up."""
+    with lock.held(lock_path(settings), settings.lock_timeout, "start"):
+        report = validate.check(settings, config_problems, specs)
+        if not report.ok:
+            return Result("start", Exit.CONFIG, [], report.problems)
+        warnings = [p for p in report.problems if not p.is_error]
+        outcomes, launches = _adopt_running(settings, specs, progress)
+        cancel = cancel or threading.Event()
+        spawned: list[_Launch] = []
+        try:
+            to_spawn = [s for s in specs if s.name not in outcomes and s.name not in {l.spec.name for l in launches}]
+            for spec in to_spawn:
+                launch_or_failure = _spawn(settings, spec, report.engine, progress)
+                if isinstance(launch_or_failure, Outcome):
+                    outcomes[spec.name] = launch_or_failure
+                    break
+                spawned.append(launch_or_failure)
+            launches += spawned
+            if not any(not o.ok for o in outcomes.values()):
+                outcomes.update(_wait_all(settings, launches, progress, cancel))
+        except BaseException:
+            cancel.set()
+            _roll_back(settings, spawned, progress, "interrupted")
+            raise
+        failed = [o for o in outcomes.values() if not o.ok]
+        if failed:
+            why = f"{failed[0].name} failed"
+            for outcome in _roll_back(settings, spawned, progress, why):
+                earlier = outcomes.get(outcome.name)
+                if earlier is None or earlier.action is not Action.FAILED:
+                    outcomes[outcome.name] = outcome
+        ordered = [outcomes[s.name] for s in specs if s.name in outcomes]
+        return Result("start", Exit.FAILED if failed else Exit.OK, ordered, warnings)
+
+
+def _adopt_running(settings: Settings, specs: list[ServerSpec],
+                   progress: Progress) -> tuple[dict[str, Outcome], list[_Launch]]:
+    """Servers already running and ours: healthy ones are reported, loading ones waited on.
+    Records of dead processes, or of PIDs now owned by something else, are removed unsignalled."""
+    outcomes: dict[str, Outcome] = {}
+    launches: list[_Launch] = []
+    for spec in specs:
+        record = _load_or_discard(settings.logs_dir, spec.name, progress)
+        if record is None:
+            continue
+        state = procs.check(record.identity)
+        if state is not procs.Liveness.OURS:
+            records.remove(settings.logs_dir, spec.name)
+            why = "has exited" if state is procs.Liveness.GONE else "now belongs to another process"
+            progress.event(spec.name, f"removed stale PID files (pid {record.pid} {why}; not signalled)")
+            continue
+        health = probes.probe_health(record.url, timeout=2.0)
+        notes = []
+        if record.argv[1:] != llama.build_argv(spec, record.argv[0])[1:]:
+            notes.append("running with settings older than the configuration: "
+                         f"stop-all then start-all (or `kitty-ops stop --only {spec.name}`) to apply")
+        if health.health is probes.Health.READY:
+            progress.event(spec.name, f"already running and healthy (pid {record.pid})")
+            outcomes[spec.name] = Outcome(spec.name, Action.ALREADY_RUNNING, True, record.port,
+                                          record.url, record.pid, 0.0, "already running", notes=notes)
+        else:
+            progress.event(spec.name, f"already running (pid {record.pid}), {health.health.value}: waiting")
+            launches.append(_Launch(spec, record, None))
+    return outcomes, launches
+
+
+def _load_or_discard(logs_dir: Path, name: str, progress: Progress) -> records.EngineRecord | None:
+    try:
+        record = records.load(logs_dir, name)
+    except records.BadRecord as exc:
+        records.remove(logs_dir, name)
+        progress.event(name, f"removed unreadable record ({exc}); nothing signalled")
+        return None
+    if record is None and records.bare_pid(logs_dir, name) is not None:
+        # A PID file with no identity record proves nothing: drop it, never signal it.
+        records.remove(logs_dir, name)
+        progress.event(name, "removed a PID file that had no identity record (not signalled)")
+    return record
+
+
+def _spawn(settings: Settings, spec: ServerSpec, engine: llama.EngineInfo,
+           progress: Progress) -> _Launch | Outcome:
+    argv = llama.build_argv(spec, engine.binary_path)
+    log = records.log_path(settings.logs_dir, spec.name)
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(f"\n=== kitty-ops {stamp}: starting {spec.name}: {' '.join(llama.redact(argv))}\n")
+        offset = handle.tell()
+    popen = procs.spawn_detached(argv, log, cwd=settings.project_dir)
+    identity = procs.identity_after_spawn(popen)
+    if identity is None:
+        description = procs.exit_description(popen.wait())
+        return _failure(spec, popen.pid, 0.0, f"exited at once ({description})", log, offset,
+                        Runbook.SERVER_CRASH)
+    record = records.EngineRecord(
+        name=spec.name, pid=popen.pid, create_time=identity.create_time,
+        cmdline=list(identity.args), argv=argv, port=spec.port, url=spec.url,
+        model=str(spec.model), mmproj=str(spec.mmproj) if spec.mmproj else None,
+        engine_version=engine.version, binary=engine.binary_path, log=str(log),
+        log_offset=offset, started_at=time.time(),
+    )
+    records.save(settings.logs_dir, record)
+    progress.event(spec.name, f"started pid {popen.pid} on {spec.url}; loading {spec.model.name}")
+    return _Launch(spec, record, popen)
+
+
+def _failure(spec: ServerSpec, pid: int | None, seconds: float, detail: str, log: Path,
+             offset: int, runbook: Runbook) -> Outcome:
+    tail = records.tail(log, LOG_TAIL_LINES, offset)
+    if runbook is Runbook.SERVER_CRASH and any("out of memory" in l.lower() or "failed to allocate" in l.lower() for l in tail):
+        runbook = Runbook.OUT_OF_MEMORY
+    return Outcome(spec.name, Action.FAILED, False, spec.port, spec.url, pid, seconds, detail,
+                   tail, runbook)
+
+
+def _wait_all(settings: Settings, launches: list[_Launch], progress: Progress,
+              cancel: threading.Event) -> dict[str, Outcome]:
+    """Wait for every launch at once; the first failure cancels the others."""
+    if not launches:
+        return {}
+    deadline = time.monotonic() + settings.health_timeout
+    outcomes: dict[str, Outcome] = {}
+
+    def wait_one(launch: _Launch) -> Outcome:
+        name = launch.spec.name
+
+        def on_health(health: probes.Health, detail: str) -> None:
+            if health is probes.Health.LOADING:
+                progress.event(name, "port open, model loading")
+
+        result = probes.wait_ready(launch.record.url, deadline, launch.wait_exit, cancel, on_health)
+        record = launch.record
+        log = Path(record.log)
+        if result.outcome is probes.Outcome.READY:
+            progress.event(name, f"healthy after {result.seconds:.1f}s")
+            return Outcome(name, Action.STARTED, True, record.port, record.url, record.pid,
+                           result.seconds, "healthy")
+        if result.outcome is probes.Outcome.DIED:
+            return _failure(launch.spec, record.pid, result.seconds,
+                            f"exited while loading ({result.detail})", log, record.log_offset,
+                            Runbook.SERVER_CRASH)
+        if result.outcome is probes.Outcome.TIMEOUT:
+            return _failure(launch.spec, record.pid, result.seconds,
+                            f"{result.detail}; LLAMACPP_HEALTH_TIMEOUT is {settings.health_timeout:g}s",
+                            log, record.log_offset, Runbook.SERVER_TIMEOUT)
+        return Outcome(name, Action.ROLLED_BACK, False, record.port, record.url, record.pid,
+                       result.seconds, "cancelled")
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(launches), thread_name_prefix="wait")
+    try:
+        pending = {pool.submit(wait_one, launch) for launch in launches}
+        while pending:
+            # A short timeout keeps the main thread responsive to Ctrl+C.
+            done, pending = concurrent.futures.wait(pending, timeout=0.2,
+                                                    return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                outcome = future.result()
+                outcomes[outcome.name] = outcome
+                if not outcome.ok:
+                    cancel.set()
+    finally:
+        cancel.set()
+        pool.shutdown(wait=True)
+    return outcomes
+
+
+def _roll_back(settings: Settings, spawned: list[_Launch], progress: Progress,
+               why: str) -> list[Outcome]:
+    """Stop what this invocation started. These are our own unreaped children, so their PIDs
+    cannot have been reused: signalling them is safe even before a record was written."""
+    def stop(launch: _Launch) -> Outcome:
+        outcome = _terminate(settings, launch.record, launch.popen, progress)
+        outcome.action = Action.ROLLED_BACK
+        outcome.ok = False
+        outcome.detail = f"stopped again: {why}"
+        return outcome
+
+    if not spawned:
+        return []
+    progress.event("*", f"stopping {len(spawned)} server(s) started by this run: {why}")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(spawned)) as pool:
+        return list(pool.map(stop, spawned))
+
+
+# ---------------------------------------------------------------------------------------- stop
+
+def stop(settings: Settings, names: list[str], progress: Progress = Silent()) -> Result:
+    """Stop the named servers (all enabled and all recorded ones when `names` is empty)."""
+    with lock.held(lock_path(settings), settings.lock_timeout, "stop"):
+        if not names:
+            # Enabled servers, plus anything with a record: a server disabled or removed from
+            # the configuration since it was started must still be stoppable.
+            enabled = [s.name for s in settings.enabled_servers]
+            names = enabled + [n for n in records.recorded_names(settings.logs_dir) if n not in enabled]
+        if not names:
+            return Result("stop", Exit.OK, [])
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(names)) as pool:
+            outcomes = list(pool.map(lambda n: _stop_named(settings, n, progress), names))
+        failed = any(not o.ok for o in outcomes)
+        return Result("stop", Exit.FAILED if failed else Exit.OK, outcomes)
+
+
+def _stop_named(settings: Settings, name: str, progress: Progress) -> Outcome:
+    spec = settings.server(name)
+    port, url = (spec.port, spec.url) if spec else (0, "")
+    record = _load_or_discard(settings.logs_dir, name, progress)
+    if record is None:
+        return Outcome(name, Action.NOT_RUNNING, True, port, url, detail="not running")
+    state = procs.check(record.identity)
+    if state is not procs.Liveness.OURS:
+        records.remove(settings.logs_dir, name)
+        why = "had already exited" if state is procs.Liveness.GONE else "now belongs to another process; not signalled"
+        progress.event(name, f"pid {record.pid} {why}; removed its PID files")
+        return Outcome(name, Action.NOT_RUNNING, True, record.port, record.url, record.pid,
+                       detail=f"stale record removed (pid {record.pid} {why})", runbook=Runbook.STALE_PID)
+    return _terminate(settings, record, None, progress)
+
+
+def _terminate(settings: Settings, record: records.EngineRecord,
+               popen: subprocess.Popen | None, progress: Progress) -> Outcome:
+    """SIGTERM the group, wait the grace, SIGKILL, wait; remove the PID files; check the port."""
+    started = time.monotonic()
+    identity = record.identity
+    escalated = False
+
+    def send(sig: int) -> bool:
+        if popen is not None:
+            # Our own unreaped child: its PID cannot have been reused, so no identity proof needed.
+            if popen.poll() is not None:
+                return False
+            try:
+                os.killpg(popen.pid, sig)
+            except ProcessLookupError:
+                return False
+            return True
+        return procs.signal_group(identity, sig)
+
+    def gone_by(deadline: float) -> bool:
+        if popen is not None:
+            try:
+                popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        return procs.wait_gone(identity, deadline)
+
+    try:
+        if send(signal.SIGTERM):
+            progress.event(record.name, f"SIGTERM sent to pid {record.pid}")
+            if not gone_by(started + settings.stop_grace):
+                escalated = True
+                progress.event(record.name, f"still running after {settings.stop_grace:g}s grace: SIGKILL")
+                send(signal.SIGKILL)
+                if not gone_by(time.monotonic() + KILL_WAIT):
+                    return Outcome(record.name, Action.FAILED, False, record.port, record.url,
+                                   record.pid, time.monotonic() - started,
+                                   f"pid {record.pid} survived SIGKILL (stuck in the kernel?)",
+                                   runbook=Runbook.STOP_FAILED)
+    except procs.NotOurs as exc:
+        records.remove(settings.logs_dir, record.name)
+        return Outcome(record.name, Action.NOT_RUNNING, True, record.port, record.url, record.pid,
+                       detail=f"{exc}; not signalled, record removed", runbook=Runbook.STALE_PID)
+    records.remove(settings.logs_dir, record.name)
+    seconds = time.monotonic() - started
+    detail = "killed after the grace period" if escalated else "stopped"
+    busy = _port_still_busy(record)
+    if busy:
+        return Outcome(record.name, Action.FAILED, False, record.port, record.url, record.pid,
+                       seconds, f"{detail}, but port {record.port} is still in use by {busy}",
+                       runbook=Runbook.PORT_CONFLICT)
+    progress.event(record.name, f"{detail} in {seconds:.1f}s; port {record.port} free")
+    return Outcome(record.name, Action.STOPPED, True, record.port, record.url, record.pid, seconds, detail)
+
+
+def _port_still_busy(record: records.EngineRecord) -> str | None:
+    host = record.url.split("//", 1)[-1].rsplit(":", 1)[0].strip("[]") or "127.0.0.1"
+    deadline = time.monotonic() + PORT_RELEASE_WAIT
+    while not ports.is_free(host, record.port):
+        if time.monotonic() >= deadline:
+            holders = ports.holders(record.port)
+            return ", ".join(h.describe() for h in holders) or "an unidentified process"
+        time.sleep(0.02)
+    return None
+

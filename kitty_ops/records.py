@@ -1,0 +1,144 @@
+"""Runtime files of each started server, under the logs directory (default `.logs/`):
+
+  llamacpp-<name>.log   server output, appended across restarts
+  llamacpp-<name>.pid   the bare PID, for runbooks: `ps -p $(cat .logs/llamacpp-f16.pid)`
+  llamacpp-<name>.json  the identity record: proof that a later command may signal that PID
+
+Both PID files are written atomically (temporary file, fsync, rename) and 0600, since the
+recorded command line may carry a secret passed through EXTRA_ARGS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from kitty_ops.procs import Identity
+
+RECORD_SCHEMA = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineRecord:
+    name: str
+    pid: int
+    create_time: float
+    cmdline: list[str]  # as the kernel reported it just after spawn (for people)
+    argv: list[str]  # as kitty-ops built it; argv[1:] is part of the identity proof
+    port: int
+    url: str
+    model: str
+    mmproj: str | None
+    engine_version: str
+    binary: str
+    log: str
+    log_offset: int  # where this run's output starts in the log
+    started_at: float  # wall-clock seconds (time.time())
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(self.pid, self.create_time, tuple(self.argv[1:]))
+
+    @property
+    def flags(self) -> list[str]:
+        return [t for t in self.argv[1:] if t.startswith("--")]
+
+    def as_dict(self) -> dict:
+        return {"schema": RECORD_SCHEMA, **dataclasses.asdict(self), "flags": self.flags}
+
+
+def log_path(logs_dir: Path, name: str) -> Path:
+    return logs_dir / f"llamacpp-{name}.log"
+
+
+def pid_path(logs_dir: Path, name: str) -> Path:
+    return logs_dir / f"llamacpp-{name}.pid"
+
+
+def record_path(logs_dir: Path, name: str) -> Path:
+    return logs_dir / f"llamacpp-{name}.json"
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save(logs_dir: Path, record: EngineRecord) -> None:
+    # The record first: a bare PID file without a record is never trusted, the reverse is fine.
+    write_atomic(record_path(logs_dir, record.name), json.dumps(record.as_dict(), indent=2) + "\n")
+    write_atomic(pid_path(logs_dir, record.name), f"{record.pid}\n")
+
+
+class BadRecord(Exception):
+    pass
+
+
+def load(logs_dir: Path, name: str) -> EngineRecord | None:
+    """The record of `name`, None when there is none. Raises BadRecord when it is unreadable."""
+    path = record_path(logs_dir, name)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise BadRecord(f"{path}: {exc}") from None
+    fields = {f.name for f in dataclasses.fields(EngineRecord)}
+    try:
+        return EngineRecord(**{k: v for k, v in data.items() if k in fields})
+    except TypeError as exc:
+        raise BadRecord(f"{path}: {exc}") from None
+
+
+def bare_pid(logs_dir: Path, name: str) -> int | None:
+    try:
+        return int(pid_path(logs_dir, name).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def remove(logs_dir: Path, name: str) -> None:
+    for path in (pid_path(logs_dir, name), record_path(logs_dir, name)):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def recorded_names(logs_dir: Path) -> list[str]:
+    """Names with a record or a PID file, including servers no longer in the configuration."""
+    names = set()
+    for pattern in ("llamacpp-*.json", "llamacpp-*.pid"):
+        for path in logs_dir.glob(pattern):
+            names.add(path.stem[len("llamacpp-"):])
+    return sorted(names)
+
+
+def tail(path: Path, lines: int = 20, offset: int = 0, max_bytes: int = 64 * 1024) -> list[str]:
+    """The last `lines` lines of a log from `offset` on, reading at most `max_bytes`."""
+    try:
+        with path.open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            start = max(offset, size - max_bytes)
+            handle.seek(start)
+            data = handle.read()
+    except OSError:
+        return []
+    text = data.decode("utf-8", errors="replace")
+    return text.splitlines()[-lines:] if lines > 0 else []

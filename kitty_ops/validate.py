@@ -1,0 +1,137 @@
+"""`kitty-ops validate`: every check that can be made before starting anything, all at once.
+
+`start` runs the same checks, so what validate accepts is what start will try.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import psutil
+
+from kitty_ops import gguf, llama, ports, procs, records
+from kitty_ops.config import ServerSpec, Settings
+from kitty_ops.problems import Problem, error, warning
+from kitty_ops.runbooks import Runbook
+
+
+@dataclasses.dataclass
+class Report:
+    settings: Settings
+    problems: list[Problem]
+    engine: llama.EngineInfo | None
+    model_bytes: dict[str, int]  # per enabled server: model shards plus mmproj
+    running: set[str]  # servers already running and proven ours (their ports are theirs)
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.is_error for p in self.problems)
+
+
+def check(settings: Settings, config_problems: list[Problem],
+          specs: list[ServerSpec] | None = None) -> Report:
+    specs = list(settings.enabled_servers) if specs is None else specs
+    problems = list(config_problems)
+    if settings.compose_enabled:
+        problems.append(warning(
+            "KITTY_COMPOSE_ENABLED", "the compose tier is not part of this kitty-ops version yet; "
+            "only the llama servers are managed", "set KITTY_COMPOSE_ENABLED=false (or pass "
+            "--no-compose) to silence this", Runbook.CONFIGURATION))
+
+    model_bytes: dict[str, int] = {}
+    for spec in specs:
+        model_bytes[spec.name] = _check_models(spec, problems)
+        for flag in llama.managed_flags_in_extras(spec):
+            problems.append(error(
+                f"{spec.var_prefix}EXTRA_ARGS", f"sets {flag}, which kitty-ops manages itself",
+                f"remove {flag} from EXTRA_ARGS and use the {spec.var_prefix}* variable for it",
+                Runbook.CONFIGURATION))
+
+    engine = _check_engine(settings, specs, problems)
+    running = _running_servers(settings, specs)
+    _check_ports(specs, running, problems)
+    _check_memory(model_bytes, problems)
+    return Report(settings, problems, engine, model_bytes, running)
+
+
+def _check_models(spec: ServerSpec, problems: list[Problem]) -> int:
+    total = 0
+    if str(spec.model) not in ("", "."):
+        try:
+            total += gguf.inspect(spec.model).size_bytes
+        except gguf.ModelFileError as exc:
+            problems.append(error(f"{spec.var_prefix}MODEL", str(exc), exc.fix, Runbook.MODEL_FILES))
+    if spec.name == "vision" and spec.mmproj is None:
+        problems.append(error(
+            f"{spec.var_prefix}MMPROJ", "the vision server is enabled without a multimodal "
+            "projector", f"set {spec.var_prefix}MMPROJ to the model's mmproj .gguf, or "
+            f"{spec.var_prefix}ENABLED=false", Runbook.VISION_MMPROJ))
+    elif spec.mmproj is not None:
+        try:
+            total += gguf.inspect(spec.mmproj).size_bytes
+        except gguf.ModelFileError as exc:
+            problems.append(error(f"{spec.var_prefix}MMPROJ", str(exc), exc.fix, Runbook.VISION_MMPROJ))
+    return total
+
+
+def _check_engine(settings: Settings, specs: list[ServerSpec],
+                  problems: list[Problem]) -> llama.EngineInfo | None:
+    binary = llama.resolve_binary(settings.server_bin)
+    if binary is None:
+        problems.append(error(
+            "LLAMACPP_SERVER_BIN", f"llama-server binary {settings.server_bin!r} not found or not "
+            "executable", "install llama.cpp (`make setup` on Linux, `brew install llama.cpp` on "
+            "macOS) or set LLAMACPP_SERVER_BIN to its full path", Runbook.ENGINE_BINARY))
+        return None
+    engine = llama.EngineInfo.probe(binary, cache_dir=settings.logs_dir / "cache")
+    if not engine.flags:
+        problems.append(warning(
+            "LLAMACPP_SERVER_BIN", f"could not read the flags of {binary} from its --help; "
+            "generated flags were not checked", "run the binary with --help by hand to see why",
+            Runbook.ENGINE_BINARY))
+        return engine
+    for spec in specs:
+        extras = set(llama.flags_in(["x", *llama.normalize_args(spec.extra_args)]))
+        for flag in engine.unknown_flags(llama.build_argv(spec, binary)):
+            subject = f"{spec.var_prefix}EXTRA_ARGS" if flag in extras else "LLAMACPP_SERVER_BIN"
+            problems.append(error(
+                subject, f"llama-server {engine.version} does not accept {flag} (server {spec.name!r})",
+                "update llama.cpp, or remove the flag from EXTRA_ARGS", Runbook.ENGINE_BINARY))
+    return engine
+
+
+def _running_servers(settings: Settings, specs: list[ServerSpec]) -> set[str]:
+    running = set()
+    for spec in specs:
+        try:
+            record = records.load(settings.logs_dir, spec.name)
+        except records.BadRecord:
+            continue
+        if record and procs.check(record.identity) is procs.Liveness.OURS:
+            running.add(spec.name)
+    return running
+
+
+def _check_ports(specs: list[ServerSpec], running: set[str], problems: list[Problem]) -> None:
+    for spec in specs:
+        if spec.name in running or spec.port == 0 or ports.is_free(spec.bind, spec.port):
+            continue
+        holders = ports.holders(spec.port) or [ports.Holder(None, "an unidentified process")]
+        who = ", ".join(h.describe() for h in holders)
+        problems.append(error(
+            f"{spec.var_prefix}PORT", f"port {spec.port} for server {spec.name!r} is in use by {who}",
+            f"stop that process, or set {spec.var_prefix}PORT to a free port", Runbook.PORT_CONFLICT))
+
+
+def _check_memory(model_bytes: dict[str, int], problems: list[Problem]) -> None:
+    total = sum(model_bytes.values())
+    physical = psutil.virtual_memory().total
+    if total > physical:
+        problems.append(warning(
+            "LLAMACPP_SERVERS", f"the enabled models need {_gib(total)} but this machine has "
+            f"{_gib(physical)} of memory", "disable a server (LLAMACPP_<NAME>_ENABLED=false) or "
+            "use smaller quantisations", Runbook.OUT_OF_MEMORY))
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+

@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""A stand-in llama-server for faults the real one cannot be made to show on demand.
+
+It accepts the command line kitty-ops builds for llama-server, answers /health like the real one
+(503 {"error":{"message":"Loading model"...}} while "loading", then 200 {"status":"ok"}), and takes
+its fault from extra flags that its --help lists, so they pass kitty-ops's flag check and can be
+set per server through LLAMACPP_<NAME>_EXTRA_ARGS:
+
+  --fake-load-seconds S     answer 503 for S seconds after start (default 0.2)
+  --fake-bind-delay S       do not listen at all for the first S seconds
+  --fake-crash-after S      exit 1 after S seconds of loading, printing a load error
+  --fake-ignore-sigterm     ignore SIGTERM (only SIGKILL stops it)
+  --fake-exit-delay G       after SIGTERM, take G seconds to exit
+  --fake-ready-file PATH    when ready, write the wall-clock time (time.time()) to PATH
+  --fake-child              also start a child process in the same process group
+
+Tests and benchmarks only; never shipped as part of kitty-ops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+VERSION = "version: 9999 (fake, commit 0000000)\nbuilt with a test fixture"
+
+# The real server's flags that kitty-ops may generate, in llama.cpp's help layout.
+HELP = """----- common params -----
+
+-h,    --help, --usage                  print usage and exit
+--version                               show version and build info
+-t,    --threads N                      number of CPU threads to use during generation
+-c,    --ctx-size N                     size of the prompt context
+-b,    --batch-size N                   logical maximum batch size
+-ub,   --ubatch-size N                  physical maximum batch size
+-fa,   --flash-attn [on|off|auto]       set Flash Attention use ('on', 'off', or 'auto', default: 'auto')
+-ngl,  --gpu-layers, --n-gpu-layers N   max. number of layers to store in VRAM
+-m,    --model FNAME                    model path to load
+-np,   --parallel N                     number of server slots
+-mm,   --mmproj FILE                    path to a multimodal projector file
+-a,    --alias STRING                   set model name aliases, comma-separated
+--host HOST                             ip address to listen
+--port PORT                             port to listen (default: 8080)
+--metrics                               enable prometheus compatible metrics endpoint
+--jinja, --no-jinja                     whether to use jinja template engine for chat
+--no-webui, --no-ui                     disable the web UI
+--fake-load-seconds S                   (fake) seconds of 503 before ready
+--fake-bind-delay S                     (fake) seconds before the port opens
+--fake-crash-after S                    (fake) exit 1 while loading after S seconds
+--fake-ignore-sigterm                   (fake) ignore SIGTERM
+--fake-exit-delay G                     (fake) seconds to exit after SIGTERM
+--fake-ready-file PATH                  (fake) write time.time() here when ready
+--fake-child                            (fake) start a child in the same process group
+"""
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("-h", "--help", "--usage", action="store_true")
+    p.add_argument("--version", action="store_true")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("-a", "--alias", default="fake")
+    p.add_argument("--fake-load-seconds", type=float, default=0.2)
+    p.add_argument("--fake-bind-delay", type=float, default=0.0)
+    p.add_argument("--fake-crash-after", type=float, default=None)
+    p.add_argument("--fake-ignore-sigterm", action="store_true")
+    p.add_argument("--fake-exit-delay", type=float, default=0.0)
+    p.add_argument("--fake-ready-file", default=None)
+    p.add_argument("--fake-child", action="store_true")
+    args, _unknown = p.parse_known_args(argv)
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    if args.help:
+        print(HELP)
+        return 0
+    if args.version:
+        print(VERSION, file=sys.stderr)
+        return 0
+
+    started = time.monotonic()
+    # A server that is going to crash never becomes ready first.
+    ready_at = float("inf") if args.fake_crash_after is not None else started + args.fake_load_seconds
+
+    if args.fake_ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    elif args.fake_exit_delay > 0:
+        def slow_exit(signum, frame):  # noqa: ARG001
+            print(f"fake: SIGTERM, exiting in {args.fake_exit_delay}s", flush=True)
+            threading.Timer(args.fake_exit_delay, lambda: os._exit(0)).start()
+        signal.signal(signal.SIGTERM, slow_exit)
+    else:
+        signal.signal(signal.SIGTERM, lambda s, f: os._exit(0))
+
+    if args.fake_child:
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, fmt, *a):  # keep the log quiet like a real server at info level
+            pass
+
+        def _send(self, code: int, payload: dict) -> None:
+            body = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):  # noqa: N802
+            if time.monotonic() < ready_at:
+                self._send(503, {"error": {"message": "Loading model", "type": "unavailable_error", "code": 503}})
+                return
+            if self.path == "/health":
+                self._send(200, {"status": "ok"})
+            elif self.path == "/v1/models":
+                self._send(200, {"object": "list", "data": [{"id": args.alias, "object": "model"}]})
+            else:
+                self._send(404, {"error": {"message": "not found", "code": 404}})
+
+        def do_POST(self):  # noqa: N802
+            length = int(self.headers.get("Content-Length") or 0)
+            request = json.loads(self.rfile.read(length) or b"{}")
+            if time.monotonic() < ready_at:
+                self._send(503, {"error": {"message": "Loading model", "code": 503}})
+                return
+            prompt = request.get("messages", [{}])[-1].get("content", "")
+            self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant",
+                                                                  "content": f"fake answer to: {prompt}"}}],
+                             "model": args.alias})
+
+    print(f"fake llama-server: pid {os.getpid()} port {args.port}", flush=True)
+    if args.fake_bind_delay > 0:
+        time.sleep(args.fake_bind_delay)
+    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print("fake: model loading", flush=True)
+
+    if args.fake_ready_file:
+        def mark_ready() -> None:
+            delay = ready_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            with open(args.fake_ready_file, "w") as handle:
+                handle.write(f"{time.time():.6f}\n")
+        threading.Thread(target=mark_ready, daemon=True).start()
+
+    if args.fake_crash_after is not None:
+        time.sleep(args.fake_crash_after)
+        print("llama_model_load: error loading model: fake corrupted tensor data", flush=True)
+        print("main: exiting due to model loading error", flush=True)
+        return 1
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
