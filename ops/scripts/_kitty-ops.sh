@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the entry points: find this checkout and its kitty-ops, or say how to get one.
 # KITTY_OPS_BIN overrides the command (tests use it); otherwise the project's .venv is used.
 KITTY_PROJECT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
