@@ -105,7 +105,26 @@ def build_argv(spec: ServerSpec, binary: str) -> list[str]:
         argv.append("--metrics")
     if spec.mmproj is not None:
         argv += ["--mmproj", str(spec.mmproj)]
-    return argv + normalize_args(spec.extra_args)
+    extras = normalize_args(spec.extra_args)
+    return _without_flags(argv, set(flags_in(["x", *extras]))) + extras
+
+
+# Generated flags that take no value; every other generated flag is followed by exactly one.
+_BARE_FLAGS = {"--jinja", "--metrics"}
+
+
+def _without_flags(argv: list[str], drop: set[str]) -> list[str]:
+    """argv minus the generated flags (and their values) that the operator's extras set again:
+    the operator's value wins and the server sees each flag once."""
+    out = [argv[0]]
+    i = 1
+    while i < len(argv):
+        flag = argv[i]
+        width = 1 if flag in _BARE_FLAGS else 2
+        if flag not in drop:
+            out.extend(argv[i:i + width])
+        i += width
+    return out
 
 
 def flags_in(argv: list[str]) -> list[str]:

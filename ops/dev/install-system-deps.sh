@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install the tools the shell tests need (bats, shellcheck) with the system's package manager.
+set -euo pipefail
+if command -v apt-get >/dev/null; then
+  sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q bats bats-assert bats-support bats-file shellcheck
+elif command -v brew >/dev/null; then
+  brew install bats-core shellcheck
+else
+  echo "install bats-core and shellcheck with your package manager, then run make again" >&2
+  exit 1
+fi

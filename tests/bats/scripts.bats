@@ -1,0 +1,110 @@
+#!/usr/bin/env bats
+# bats's `run --separate-stderr` sets $stderr and $stderr_lines.
+# shellcheck disable=SC2154
+# The shell entry points ops/scripts/start-all.sh and stop-all.sh: argument pass-through, exit
+# codes kept from the CLI, a real start/stop round trip against the fake llama-server, the
+# missing-install message, and shell hygiene (shellcheck, strict mode).
+
+bats_require_minimum_version 1.5.0
+
+setup() {
+  load test_helper
+  common_setup
+}
+
+teardown() {
+  common_teardown
+}
+
+@test "start-all.sh --help shows kitty-ops start's help and exits 0" {
+  run --separate-stderr "$START_ALL" --help
+  assert_success
+  assert_output --partial "Usage: kitty-ops start"
+  assert_output --partial "--only"
+  assert_output --partial "--env-file"
+}
+
+@test "stop-all.sh --help shows kitty-ops stop's help and exits 0" {
+  run --separate-stderr "$STOP_ALL" --help
+  assert_success
+  assert_output --partial "Usage: kitty-ops stop"
+  assert_output --partial "--only"
+  assert_output --partial "--env-file"
+  assert_output --partial "--grace"
+}
+
+@test "start-all.sh with an unknown option exits 2 (usage error)" {
+  run --separate-stderr "$START_ALL" --no-such-option
+  assert_failure 2
+  [[ "$stderr" == *"No such option"* ]] || fail "stderr lacks click's usage error: $stderr"
+}
+
+@test "stop-all.sh with an unknown option exits 2 (usage error)" {
+  run --separate-stderr "$STOP_ALL" --no-such-option
+  assert_failure 2
+  [[ "$stderr" == *"No such option"* ]] || fail "stderr lacks click's usage error: $stderr"
+}
+
+@test "start-all.sh keeps exit 3 for a missing --env-file and names the file" {
+  local missing="$BATS_TEST_TMPDIR/does-not-exist.env"
+  # Keep any side effect out of the checkout's own .logs.
+  export KITTY_LOGS_DIR="$BATS_TEST_TMPDIR/logs"
+  run --separate-stderr "$START_ALL" --env-file "$missing"
+  assert_failure 3
+  [[ "$stderr" == *"$missing"* ]] || fail "stderr does not name $missing: $stderr"
+}
+
+@test "start-all.sh then stop-all.sh: fake server starts (exit 0, PID file) and stops (exit 0, pid gone)" {
+  write_fake_env
+  run --separate-stderr "$START_ALL" --env-file "$ENV_FILE"
+  [[ "$status" -eq 0 ]] || fail "start-all.sh exited $status; stdout: $output; stderr: $stderr"
+  assert_file_exists "$LOGS_DIR/llamacpp-q4.pid"
+  local pid
+  pid="$(tr -d '[:space:]' <"$LOGS_DIR/llamacpp-q4.pid")"
+  [[ "$pid" =~ ^[0-9]+$ ]] || fail "PID file holds '$pid'"
+  alive "$pid" || fail "pid $pid from the PID file is not running"
+
+  run --separate-stderr "$STOP_ALL" --env-file "$ENV_FILE"
+  [[ "$status" -eq 0 ]] || fail "stop-all.sh exited $status; stdout: $output; stderr: $stderr"
+  ! alive "$pid" || fail "pid $pid still runs after stop-all.sh"
+  assert_file_not_exists "$LOGS_DIR/llamacpp-q4.pid"
+}
+
+@test "start-all.sh exits 1 when the server crashes while loading" {
+  write_fake_env "--fake-crash-after 0.2"
+  run --separate-stderr "$START_ALL" --env-file "$ENV_FILE"
+  [[ "$status" -eq 1 ]] || fail "expected exit 1, got $status; stdout: $output; stderr: $stderr"
+  [[ "$stderr" == *"q4 failed"* ]] || fail "stderr does not report q4 failing: $stderr"
+  # What this run started was stopped again: no PID file is left behind.
+  assert_file_not_exists "$LOGS_DIR/llamacpp-q4.pid"
+}
+
+@test "a missing kitty-ops (KITTY_OPS_BIN) exits 3 with one line naming 'make setup'" {
+  local script
+  for script in "$START_ALL" "$STOP_ALL"; do
+    KITTY_OPS_BIN="$BATS_TEST_TMPDIR/nowhere/kitty-ops" run --separate-stderr "$script"
+    assert_failure 3
+    assert_equal "${#stderr_lines[@]}" 1
+    [[ "$stderr" == *"make setup"* ]] || fail "$script: stderr does not name 'make setup': $stderr"
+    [[ "$stderr" == *"$BATS_TEST_TMPDIR/nowhere/kitty-ops"* ]] || fail "$script: stderr does not name the path: $stderr"
+    assert_output ""
+  done
+}
+
+@test "the scripts pass shellcheck -x" {
+  command -v shellcheck >/dev/null || fail "shellcheck is not installed"
+  cd "$REPO_ROOT"
+  run shellcheck -x ops/scripts/start-all.sh ops/scripts/stop-all.sh ops/scripts/_kitty-ops.sh
+  assert_success
+}
+
+@test "the entry points start with set -euo pipefail" {
+  local script first
+  for script in "$START_ALL" "$STOP_ALL"; do
+    assert_file_executable "$script"
+    assert_equal "$(head -n 1 "$script")" "#!/usr/bin/env bash"
+    # The first command after the shebang and comments is strict mode.
+    first="$(grep -v -E '^[[:space:]]*(#|$)' "$script" | head -n 1)"
+    assert_equal "$first" "set -euo pipefail"
+  done
+}

@@ -1,0 +1,119 @@
+"""The real llama-server with the real Gemma 3 270M model: the path an operator takes.
+
+Start two servers at once, check both healthy, ask one for a chat completion, read status, stop,
+and check that the ports are free and no process is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from kitty_ops import ports, probes
+from tests.conftest import alive, free_port, real_engine, real_model, write_tiny_gguf
+
+pytestmark = pytest.mark.real_engine
+
+
+def real_env(project, servers: dict[str, dict[str, object]], **extra: object) -> dict[str, int]:
+    model = real_model()
+    values: dict[str, object] = {
+        "LLAMACPP_SERVERS": ",".join(servers),
+        "LLAMACPP_SERVER_BIN": real_engine(),
+        "LLAMACPP_MODELS_DIR": str(model.parent),
+        "LLAMACPP_CTX": 1024, "LLAMACPP_PARALLEL": 1, "LLAMACPP_THREADS": 1,
+        "LLAMACPP_BATCH": 256, "LLAMACPP_UBATCH": 128,
+        "LLAMACPP_HEALTH_TIMEOUT": 240, "KITTY_STOP_GRACE": 15,
+    }
+    port_of = {}
+    for name, settings in servers.items():
+        port_of[name] = free_port()
+        values[f"LLAMACPP_{name.upper()}_PORT"] = port_of[name]
+        values[f"LLAMACPP_{name.upper()}_MODEL"] = model.name
+        for key, value in settings.items():
+            values[f"LLAMACPP_{name.upper()}_{key}"] = value
+    values.update(extra)
+    project.write_env(values)
+    return port_of
+
+
+def test_two_real_servers_start_serve_and_stop_cleanly(project):
+    port_of = real_env(project, {"q4": {"EXTRA_ARGS": "--no-webui"}, "summary": {}})
+
+    code, started = project.json("start", timeout=300)
+    assert code == 0, started
+    assert [(s["name"], s["action"]) for s in started["servers"]] == [("q4", "started"), ("summary", "started")]
+    pids = {s["name"]: s["pid"] for s in started["servers"]}
+    assert all(alive(pid) for pid in pids.values())
+
+    # The identity record carries what later commands need to prove the PID is ours.
+    record = project.record("q4")
+    assert record["pid"] == pids["q4"] and record["port"] == port_of["q4"]
+    assert record["create_time"] > 0 and record["engine_version"] not in ("", "unknown")
+    assert "--n-gpu-layers" in record["flags"] and "--no-webui" in record["flags"]
+    assert record["model"].endswith("gemma-3-270m-q4_k_m.gguf")
+    assert (project.logs / "llamacpp-q4.pid").read_text().strip() == str(pids["q4"])
+    assert oct((project.logs / "llamacpp-q4.json").stat().st_mode & 0o777) == "0o600"
+
+    # The alias is the model id, and a real completion comes back.
+    status, body = probes.http_request(f"http://127.0.0.1:{port_of['q4']}/v1/models")
+    assert status == 200 and "kitty-q4" in body.decode()
+    chat = project.run("chat", "--server", "q4", "--max-tokens", "8", "Say hello.", timeout=120)
+    assert chat.returncode == 0, chat.stderr
+    assert chat.stdout.strip() != ""
+
+    code, status_doc = project.json("status")
+    assert code == 0 and status_doc["schema"] == "kitty-ops/status/v1"
+    by_name = {s["name"]: s for s in status_doc["servers"]}
+    for name in ("q4", "summary"):
+        assert by_name[name]["state"] == "healthy"
+        assert by_name[name]["pid"] == pids[name]
+        assert by_name[name]["rss_bytes"] > 10 * 2**20  # a loaded model, not an empty process
+
+    code, stopped = project.json("stop", timeout=120)
+    assert code == 0, stopped
+    assert {s["name"]: s["action"] for s in stopped["servers"]} == {"q4": "stopped", "summary": "stopped"}
+    assert not any(alive(pid) for pid in pids.values())
+    assert all(ports.is_free("127.0.0.1", port) for port in port_of.values())
+    assert not list(project.logs.glob("llamacpp-*.pid")) and not list(project.logs.glob("llamacpp-*.json"))
+    assert "=== kitty-ops" in (project.logs / "llamacpp-q4.log").read_text()
+
+
+def test_real_server_that_fails_to_load_fails_the_start_with_its_log(project, tmp_path):
+    # A file with a valid GGUF header and nothing else passes kitty-ops's header check; the real
+    # engine then refuses it while loading, which is the crash-while-loading path for real.
+    broken = write_tiny_gguf(tmp_path / "models" / "broken.gguf")
+    real_env(project, {"q4": {}}, LLAMACPP_MODELS_DIR=str(broken.parent), LLAMACPP_Q4_MODEL=broken.name)
+
+    done = project.run("start", timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "exited while loading" in done.stderr or "exited at once" in done.stderr
+    assert "ops/runbooks/llama-server-crash.md" in done.stderr
+    assert "last lines of its log" in done.stderr
+    assert not list(project.logs.glob("llamacpp-*.pid"))
+
+
+def test_real_binary_rejects_an_unknown_flag_before_anything_starts(project):
+    real_env(project, {"q4": {"EXTRA_ARGS": "--no-such-flag-in-llama-cpp"}})
+    done = project.run("validate")
+    assert done.returncode == 3
+    assert "LLAMACPP_Q4_EXTRA_ARGS" in done.stdout and "--no-such-flag-in-llama-cpp" in done.stdout
+    started = project.run("start")
+    assert started.returncode == 3
+    assert not (project.logs / "llamacpp-q4.pid").exists()
+
+
+def test_real_binary_accepts_normalised_operator_spellings(project):
+    # Spellings from older manuals and other tools, normalised before the --help check.
+    port_of = real_env(project, {"q4": {"EXTRA_ARGS": "--n_gpu_layers=0 -fa"}})
+    done = project.run("start", timeout=300)
+    assert done.returncode == 0, done.stderr
+    argv = project.record("q4")["argv"]
+    assert argv[argv.index("--flash-attn") + 1] in ("on", "off", "auto")
+    assert argv.count("--n-gpu-layers") == 1 and argv[argv.index("--n-gpu-layers") + 1] == "0"
+    assert argv.count("--flash-attn") == 1 and "--n_gpu_layers=0" not in argv
+    assert project.run("stop").returncode == 0
+    assert ports.is_free("127.0.0.1", port_of["q4"])
