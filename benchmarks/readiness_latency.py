@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20, help="starts waited on in-process (default 20)")
     parser.add_argument("--cli-runs", type=int, default=5, help="starts through the CLI (default 5; 0 skips)")
-    parser.add_argument("--baseline-runs", type=int, default=5,
-                        help="starts waited on with the seed's 2 s loop (default 5; each costs ~1-3 s)")
+    parser.add_argument("--baseline-runs", type=int, default=8,
+                        help="starts waited on with the seed's 2 s loop (default 8; each costs ~1.5-3.5 s)")
     parser.add_argument("--seed", type=int, default=12345, help="random seed for the load times")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
@@ -114,16 +114,16 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         for i in range(args.runs):
             kitty.append(in_process_run(fakes, rng.uniform(0.5, 1.5), tmp, i))
-        print(f"kitty-ops wait_ready (in-process) {common.summary_ms(kitty)}", flush=True)
+        print(f"{'kitty-ops wait_ready (in-process)':<36}{common.summary_ms(kitty)}", flush=True)
         if args.cli_runs > 0:
             with common.temp_project("ready") as project:
                 for i in range(args.cli_runs):
                     cli.append(cli_run(project, rng.uniform(0.5, 1.5), i))
-            print(f"kitty-ops start (CLI, progress)   {common.summary_ms(cli)}", flush=True)
+            print(f"{'kitty-ops start (CLI progress line)':<36}{common.summary_ms(cli)}", flush=True)
         for i in range(args.baseline_runs):
             seed.append(seed_run(fakes, rng.uniform(0.5, 1.5), tmp, i))
         if seed:
-            print(f"seed loop (probe, sleep {SEED_INTERVAL:g} s)    {common.summary_ms(seed)}", flush=True)
+            print(f"{f'seed loop (probe, sleep {SEED_INTERVAL:g} s)':<36}{common.summary_ms(seed)}", flush=True)
 
     p95 = common.percentile(kitty, 95)
     print("-" * 78)
@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"baseline: seed loop p50 {s50 * 1000:.1f} ms vs kitty-ops p50 {k50 * 1000:.1f} ms -> "
               f"ratio {s50 / k50:.1f}x (seed / kitty-ops; higher = kitty-ops notices sooner)"
               if k50 > 0 else f"baseline: seed loop p50 {s50 * 1000:.1f} ms (kitty-ops p50 <= 0)")
+        print(f"          (a {SEED_INTERVAL:g} s loop's latency is uniform over [0, {SEED_INTERVAL:g}] s: expected p50 "
+              f"~{SEED_INTERVAL * 500:.0f} ms, p95 ~{SEED_INTERVAL * 950:.0f} ms; few runs, so its sample is noisy)")
     print(f"note: a latency is noticed - ready-file time; the fake writes the file from a thread woken "
           f"at the ready instant, so values can read ~1 ms low (or slightly negative).")
     print(f"elapsed {time.monotonic() - began:.1f} s")

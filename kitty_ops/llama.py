@@ -50,14 +50,14 @@ def normalize_flag(token: str) -> str:
 
 
 def normalize_args(args: list[str] | tuple[str, ...]) -> list[str]:
-    """Normalise operator-given arguments: `--flag=value` split (llama.cpp does not accept it),
+    """Normalise operator-given arguments: `--flag=value`/`-f=value` split (llama.cpp takes neither),
     flag spellings unified, a bare `--flash-attn` given its value."""
     out: list[str] = []
     items = list(args)
     i = 0
     while i < len(items):
         token = items[i]
-        if token.startswith("--") and "=" in token:
+        if token.startswith("-") and "=" in token and not _is_number(token):
             flag, value = token.split("=", 1)
             items[i + 1:i + 1] = [value]
             token = flag
@@ -139,11 +139,11 @@ def managed_flags_in_extras(spec: ServerSpec) -> list[str]:
 def redact(argv: list[str]) -> list[str]:
     """argv for display: the value after a secret flag is masked."""
     out = list(argv)
-    for i, token in enumerate(out[:-1]):
+    for i, token in enumerate(out):
         if normalize_flag(token.split("=", 1)[0]) in SECRET_FLAGS:
             if "=" in token:
                 out[i] = token.split("=", 1)[0] + "=***"
-            else:
+            elif i + 1 < len(out):
                 out[i + 1] = "***"
     return out
 

@@ -99,6 +99,8 @@ def load(logs_dir: Path, name: str) -> EngineRecord | None:
         return None
     except (OSError, ValueError) as exc:
         raise BadRecord(f"{path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRecord(f"{path}: not a JSON object")
     fields = {f.name for f in dataclasses.fields(EngineRecord)}
     try:
         return EngineRecord(**{k: v for k, v in data.items() if k in fields})
