@@ -120,25 +120,26 @@ def start(settings: Settings, config_problems: list[Problem], specs: list[Server
         try:
             to_spawn = [s for s in specs if s.name not in outcomes and s.name not in {l.spec.name for l in launches}]
             for spec in to_spawn:
-                launch_or_failure = _spawn(settings, spec, report.engine, progress)
-                if isinstance(launch_or_failure, Outcome):
-                    outcomes[spec.name] = launch_or_failure
+                failure = _spawn(settings, spec, report.engine, progress, spawned)
+                if failure is not None:
+                    outcomes[spec.name] = failure
                     break
-                spawned.append(launch_or_failure)
             launches += spawned
             if not any(not o.ok for o in outcomes.values()):
                 outcomes.update(_wait_all(settings, launches, progress, cancel))
+            failed = [o for o in outcomes.values() if not o.ok]
+            if failed:
+                why = f"{failed[0].name} failed"
+                for outcome in _roll_back(settings, spawned, progress, why):
+                    earlier = outcomes.get(outcome.name)
+                    if earlier is None or earlier.action is not Action.FAILED:
+                        outcomes[outcome.name] = outcome
         except BaseException:
+            # Ctrl+C, SIGTERM or a bug: nothing this run started may outlive it. Rolling back
+            # twice is harmless (a stopped child is not signalled again).
             cancel.set()
             _roll_back(settings, spawned, progress, "interrupted")
             raise
-        failed = [o for o in outcomes.values() if not o.ok]
-        if failed:
-            why = f"{failed[0].name} failed"
-            for outcome in _roll_back(settings, spawned, progress, why):
-                earlier = outcomes.get(outcome.name)
-                if earlier is None or earlier.action is not Action.FAILED:
-                    outcomes[outcome.name] = outcome
         ordered = [outcomes[s.name] for s in specs if s.name in outcomes]
         return Result("start", Exit.FAILED if failed else Exit.OK, ordered, warnings)
 
@@ -189,7 +190,7 @@ def _load_or_discard(logs_dir: Path, name: str, progress: Progress) -> records.E
 
 
 def _spawn(settings: Settings, spec: ServerSpec, engine: llama.EngineInfo,
-           progress: Progress) -> _Launch | Outcome:
+           progress: Progress, spawned: list[_Launch]) -> Outcome | None:
     argv = llama.build_argv(spec, engine.binary_path)
     log = records.log_path(settings.logs_dir, spec.name)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -198,21 +199,32 @@ def _spawn(settings: Settings, spec: ServerSpec, engine: llama.EngineInfo,
         handle.write(f"\n=== kitty-ops {stamp}: starting {spec.name}: {' '.join(llama.redact(argv))}\n")
         offset = handle.tell()
     popen = procs.spawn_detached(argv, log, cwd=settings.project_dir)
-    identity = procs.identity_after_spawn(popen)
-    if identity is None:
-        description = procs.exit_description(popen.wait())
-        return _failure(spec, popen.pid, 0.0, f"exited at once ({description})", log, offset,
-                        Runbook.SERVER_CRASH)
-    record = records.EngineRecord(
-        name=spec.name, pid=popen.pid, create_time=identity.create_time,
-        cmdline=list(identity.args), argv=argv, port=spec.port, url=spec.url,
-        model=str(spec.model), mmproj=str(spec.mmproj) if spec.mmproj else None,
-        engine_version=engine.version, binary=engine.binary_path, log=str(log),
-        log_offset=offset, started_at=time.time(),
-    )
-    records.save(settings.logs_dir, record)
+    try:
+        identity = procs.identity_after_spawn(popen)
+        if identity is None:
+            description = procs.exit_description(popen.wait())
+            return _failure(spec, popen.pid, 0.0, f"exited at once ({description})", log, offset,
+                            Runbook.SERVER_CRASH)
+        record = records.EngineRecord(
+            name=spec.name, pid=popen.pid, create_time=identity.create_time,
+            cmdline=list(identity.args), argv=argv, port=spec.port, url=spec.url,
+            model=str(spec.model), mmproj=str(spec.mmproj) if spec.mmproj else None,
+            engine_version=engine.version, binary=engine.binary_path, log=str(log),
+            log_offset=offset, started_at=time.time(),
+        )
+        records.save(settings.logs_dir, record)
+        spawned.append(_Launch(spec, record, popen))  # from here on, roll-back covers it
+    except BaseException:
+        # Interrupted before roll-back knew of it: our own unreaped child, safe to kill.
+        try:
+            os.killpg(popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        popen.wait()
+        records.remove(settings.logs_dir, spec.name)
+        raise
     progress.event(spec.name, f"started pid {popen.pid} on {spec.url}; loading {spec.model.name}")
-    return _Launch(spec, record, popen)
+    return None
 
 
 def _failure(spec: ServerSpec, pid: int | None, seconds: float, detail: str, log: Path,

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -304,6 +305,69 @@ def test_interrupt_during_start_stops_everything_it_started(project, sig):
     assert "interrupted" in err
     assert elapsed < 20
     assert_all_gone(project, pids, list(ports.values()))
+
+
+def _full_pipe() -> tuple[int, int]:
+    """A pipe whose buffer is already full: the next write to it blocks until the reader drains."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    for chunk in (b"x" * 4096, b"x"):
+        try:
+            while True:
+                os.write(write_fd, chunk)
+        except BlockingIOError:
+            pass
+    os.set_blocking(write_fd, True)
+    return read_fd, write_fd
+
+
+def test_interrupt_right_after_a_spawn_still_stops_that_server(project):
+    """Ctrl+C that lands between spawning a server and registering it for roll-back.
+
+    The CLI's stderr is a full pipe (an operator's paused terminal -- Ctrl+S -- or a stalled
+    `2>&1 | less` does the same), so its first progress line, written in lifecycle._spawn after
+    the record is saved but before start() appends the launch to `spawned`, blocks. SIGINT then
+    interrupts that write: deterministically the window that any signal can hit by chance."""
+    ports = project.fake_env({"q4": "--fake-load-seconds 30"}, LLAMACPP_HEALTH_TIMEOUT=60)
+    read_fd, write_fd = _full_pipe()
+    drained: list[bytes] = []
+    try:
+        cli = subprocess.Popen(project.argv("start"), cwd=project.root, env=project.env(),
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=write_fd,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        os.close(write_fd)
+        write_fd = -1
+        try:
+            assert wait_until(lambda: len(project.recorded_pids()) == 1, timeout=30), \
+                "the server was never recorded (did the CLI write to stderr before spawning?)"
+            pid = project.recorded_pids()[0]
+            time.sleep(0.5)  # the CLI is now blocked writing "started pid ..." to stderr
+            cli.send_signal(signal.SIGINT)
+
+            def drain() -> None:
+                while chunk := os.read(read_fd, 65536):
+                    drained.append(chunk)
+
+            reader = threading.Thread(target=drain, daemon=True)
+            reader.start()
+            rc = cli.wait(timeout=60)
+            reader.join(timeout=10)
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+                cli.wait(timeout=30)
+    finally:
+        if write_fd >= 0:
+            os.close(write_fd)
+        os.close(read_fd)
+
+    err = b"".join(drained).decode(errors="replace").lstrip("x")
+    assert rc == Exit.INTERRUPTED, err
+    assert "interrupted" in err
+    assert wait_until(lambda: not alive(pid), timeout=5), (
+        f"kitty-ops start exited {rc} saying servers it started were stopped, but q4 (pid {pid}) "
+        f"is still running and holds port {ports['q4']}")
+    assert_all_gone(project, [pid], list(ports.values()))
 
 
 # ----------------------------------------------------------------------------- 7. idempotency
