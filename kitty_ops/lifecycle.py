@@ -118,14 +118,15 @@ def start(settings: Settings, config_problems: list[Problem], specs: list[Server
         cancel = cancel or threading.Event()
         spawned: list[_Launch] = []
         try:
-            to_spawn = [s for s in specs if s.name not in outcomes and s.name not in {l.spec.name for l in launches}]
+            adopted = set(outcomes) | {launch.spec.name for launch in launches}
+            to_spawn = [spec for spec in specs if spec.name not in adopted]
             for spec in to_spawn:
                 failure = _spawn(settings, spec, report.engine, progress, spawned)
                 if failure is not None:
                     outcomes[spec.name] = failure
                     break
             launches += spawned
-            if not any(not o.ok for o in outcomes.values()):
+            if all(o.ok for o in outcomes.values()):  # no spawn failed outright
                 outcomes.update(_wait_all(settings, launches, progress, cancel))
             failed = [o for o in outcomes.values() if not o.ok]
             if failed:
