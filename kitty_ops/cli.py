@@ -196,7 +196,8 @@ def chat_cmd(env_file: Path | None, server: str, max_tokens: int, timeout: float
     settings, _ = config.load_settings(env_file)
     spec = settings.server(server)
     if spec is None:
-        raise click.UsageError(f"unknown server {server!r}")
+        known = ", ".join(s.name for s in settings.servers) or "none"
+        raise click.UsageError(f"unknown server {server!r} (configured: {known})")
     body = json.dumps({"model": spec.alias, "max_tokens": max_tokens,
                        "messages": [{"role": "user", "content": prompt}]}).encode()
     try:

@@ -203,7 +203,8 @@ def _spawn(settings: Settings, spec: ServerSpec, engine: llama.EngineInfo,
     try:
         identity = procs.identity_after_spawn(popen)
         if identity is None:
-            description = procs.exit_description(popen.wait())
+            # psutil saw no live process: it has exited, so this wait only collects the status.
+            description = procs.exit_description(popen.wait(timeout=KILL_WAIT))
             return _failure(spec, popen.pid, 0.0, f"exited at once ({description})", log, offset,
                             Runbook.SERVER_CRASH)
         record = records.EngineRecord(
@@ -221,7 +222,10 @@ def _spawn(settings: Settings, spec: ServerSpec, engine: llama.EngineInfo,
             os.killpg(popen.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        popen.wait()
+        try:
+            popen.wait(timeout=KILL_WAIT)
+        except subprocess.TimeoutExpired:
+            pass  # stuck in the kernel; the interrupt still goes through, the record is removed
         records.remove(settings.logs_dir, spec.name)
         raise
     progress.event(spec.name, f"started pid {popen.pid} on {spec.url}; loading {spec.model.name}")

@@ -181,18 +181,11 @@ def test_config_problems_are_kept_and_all_checks_still_run(tmp_path):
     assert "KITTY_COMPOSE_ENABLED" in subjects
 
 
-def test_damaged_record_does_not_break_validate(tmp_path):
+@pytest.mark.parametrize("damaged", ["{not json", "[]\n"], ids=["not-json", "json-not-an-object"])
+def test_damaged_record_does_not_break_validate(tmp_path, damaged):
     settings, problems = configure(tmp_path)
     settings.logs_dir.mkdir(parents=True)
-    (settings.logs_dir / "llamacpp-q4.json").write_text("{not json")
-    report = validate.check(settings, problems)
-    assert report.problems == [] and report.running == set()
-
-
-def test_record_that_is_json_but_not_an_object_does_not_break_validate(tmp_path):
-    settings, problems = configure(tmp_path)
-    settings.logs_dir.mkdir(parents=True)
-    (settings.logs_dir / "llamacpp-q4.json").write_text("[]\n")
+    (settings.logs_dir / "llamacpp-q4.json").write_text(damaged)
     report = validate.check(settings, problems)
     assert report.problems == [] and report.running == set()
 
