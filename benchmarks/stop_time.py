@@ -43,7 +43,7 @@ def kitty_run(delay: float) -> tuple[float, int, int]:
         seconds, done = common.timed_run(project, "stop", "--json", timeout=60)
         if done.returncode != 0:
             raise RuntimeError(f"stop exited {done.returncode}: {done.stdout}{done.stderr}")
-        outcomes = json.loads(done.stdout)["servers"]
+        outcomes = json.loads(done.stdout)["components"]
         clean = sum(1 for o in outcomes if o["action"] == "stopped" and o["detail"] == "stopped")
         killed = sum(1 for o in outcomes if "killed" in o["detail"])
         survivors = [pid for pid in pids if alive(pid)]

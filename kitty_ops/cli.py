@@ -15,7 +15,8 @@ from pathlib import Path
 
 import click
 
-from kitty_ops import __version__, config, lifecycle, lock, probes, records, render, status, validate
+from kitty_ops import __version__, config, lock, probes, records, render, stack, status, validate
+from kitty_ops.compose import ComposeError
 from kitty_ops.exitcodes import DESCRIPTIONS, Exit
 from kitty_ops.runbooks import Runbook
 
@@ -23,10 +24,6 @@ env_file_option = click.option(
     "--env-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="Configuration file (default: .env in the project directory).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (versioned).")
-only_option = click.option(
-    "--only", "only", multiple=True, metavar="NAME[,NAME]",
-    help="Only these servers (repeat or comma-separate).")
-
 
 def _names(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(n.strip() for v in values for n in v.split(",") if n.strip())
@@ -41,14 +38,6 @@ def _exit_table() -> str:
 @click.version_option(__version__, prog_name="kitty-ops")
 def cli() -> None:
     """Run the local AI stack: llama-server processes per model role, checked and supervised."""
-
-
-def _selected(settings: config.Settings, only: tuple[str, ...]) -> list[config.ServerSpec]:
-    specs, unknown = config.select(settings, _names(only))
-    if unknown:
-        known = ", ".join(s.name for s in settings.servers) or "none"
-        raise click.UsageError(f"unknown server(s): {', '.join(unknown)} (configured: {known})")
-    return specs
 
 
 @cli.command("validate")
@@ -70,14 +59,22 @@ def _interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGHUP, handler)
 
 
-def _run_locked(operation, as_json: bool, settings: config.Settings):
+def _run_locked(operation, as_json: bool, progress: render.LineProgress | None = None):
+    """Run a start/stop; its failures to even begin become one clear line and an exit code.
+    `progress` is flushed first so the last line an operator reads is the verdict."""
     try:
         return operation()
     except lock.LockBusy as exc:
-        _fail(Exit.BUSY, f"{exc}. Wait for it to finish; if no kitty-ops is running, see "
-                         f"{Runbook.LOCK_HELD.path}", as_json)
+        message, code = (f"{exc}. Wait for it to finish; if no kitty-ops is running, see "
+                         f"{Runbook.LOCK_HELD.path}"), Exit.BUSY
+    except ComposeError as exc:
+        message, code = f"{exc.problem.message}; see {exc.problem.runbook.path}", Exit.FAILED
     except KeyboardInterrupt:
-        _fail(Exit.INTERRUPTED, "interrupted: servers started by this run were stopped again", as_json)
+        message, code = "interrupted: what this run started was stopped again", Exit.INTERRUPTED
+    finally:
+        if progress is not None:
+            progress.close()
+    _fail(code, message, as_json)
 
 
 def _fail(code: Exit, message: str, as_json: bool) -> None:
@@ -87,51 +84,71 @@ def _fail(code: Exit, message: str, as_json: bool) -> None:
     sys.exit(code)
 
 
-@cli.command("start")
+skip_option = click.option(
+    "--skip", "skip", multiple=True, metavar="NAME[,NAME]",
+    help="Leave these components out (repeat or comma-separate).")
+components_help = ("NAME is a llama server (q4), a native service (images-api), a compose service "
+                   "(postgres) or a whole tier (llama, native, compose).")
+
+
+@cli.command("start", epilog=components_help)
 @env_file_option
-@only_option
+@click.option("--only", "only", multiple=True, metavar="NAME[,NAME]",
+              help="Only these components and what they need (repeat or comma-separate).")
+@skip_option
 @json_option
-@click.option("--no-compose", is_flag=True, help="Leave the container tier alone (native servers only).")
+@click.option("--no-compose", is_flag=True, help="Leave the container tier alone (native processes only).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=None,
-              help="Seconds to wait for health (default LLAMACPP_HEALTH_TIMEOUT, 300).")
-def start_cmd(env_file: Path | None, only: tuple[str, ...], as_json: bool, no_compose: bool,
-              timeout: float | None) -> None:
-    """Start every enabled llama-server and wait until all are healthy."""
+              help="Seconds to wait for the llama servers (default LLAMACPP_HEALTH_TIMEOUT, 300).")
+def start_cmd(env_file: Path | None, only: tuple[str, ...], skip: tuple[str, ...], as_json: bool,
+              no_compose: bool, timeout: float | None) -> None:
+    """Start the whole stack as one dependency graph and wait until every part is healthy."""
     settings, problems = config.load_settings(env_file)
     if no_compose:
-        settings = _replace(settings, compose_enabled=False)
+        settings = _replace(settings, compose=dataclasses.replace(settings.compose, enabled=False))
     if timeout is not None:
         settings = _replace(settings, health_timeout=timeout)
-    specs = _selected(settings, only)
+    selection = stack.Selection(_names(only), _names(skip))
     _interrupt_on_sigterm()
-    progress = render.LineProgress()
-    result = _run_locked(lambda: lifecycle.start(settings, problems, specs, progress), as_json, settings)
+    progress = render.progress_for(sys.stderr)
+    try:
+        result = _run_locked(lambda: stack.start(settings, problems, selection, progress), as_json, progress)
+    except stack.UnknownNames as exc:
+        raise click.UsageError(f"{exc} (known: {', '.join(exc.known)})")
     if as_json:
         render.result_json(result, sys.stdout)
-    elif result.exit == Exit.CONFIG:
+    elif result.exit in (Exit.CONFIG, Exit.UNAVAILABLE) and not result.outcomes:
         click.echo(render.problems_text(result.problems), err=True)
-        click.echo(f"\nnothing started: fix the errors above (`kitty-ops validate` lists them)", err=True)
+        click.echo("\nnothing started: fix the errors above (each names its runbook; "
+                   "`kitty-ops validate` rechecks the llama servers)", err=True)
     else:
         render.result_text(result, sys.stdout, sys.stderr)
     sys.exit(result.exit)
 
 
-@cli.command("stop")
+@cli.command("stop", epilog=components_help)
 @env_file_option
-@only_option
+@click.option("--only", "only", multiple=True, metavar="NAME[,NAME]",
+              help="Only these components (repeat or comma-separate).")
+@skip_option
 @json_option
-@click.option("--no-compose", is_flag=True, help="Leave the container tier alone (native servers only).")
+@click.option("--no-compose", is_flag=True, help="Leave the container tier alone (native processes only).")
 @click.option("--grace", type=click.FloatRange(min=0), default=None,
               help="Seconds between SIGTERM and SIGKILL (default KITTY_STOP_GRACE, 10).")
-def stop_cmd(env_file: Path | None, only: tuple[str, ...], as_json: bool, no_compose: bool,
-             grace: float | None) -> None:
-    """Stop the servers kitty-ops started (only processes it can prove it started)."""
-    del no_compose  # accepted for symmetry with start; there is no container tier yet
+def stop_cmd(env_file: Path | None, only: tuple[str, ...], skip: tuple[str, ...], as_json: bool,
+             no_compose: bool, grace: float | None) -> None:
+    """Stop the stack in reverse dependency order (only processes and containers kitty-ops owns)."""
     settings, _ = config.load_settings(env_file)  # stopping must work even with a broken config
     if grace is not None:
         settings = _replace(settings, stop_grace=grace)
-    names = [s.name for s in _selected(settings, only)] if only else []
-    result = _run_locked(lambda: lifecycle.stop(settings, names, render.LineProgress()), as_json, settings)
+    selection = stack.Selection(_names(only), _names(skip))
+    progress = render.progress_for(sys.stderr)
+    try:
+        result = _run_locked(lambda: stack.stop(settings, selection, progress,
+                                                compose_enabled=False if no_compose else None),
+                             as_json, progress)
+    except stack.UnknownNames as exc:
+        raise click.UsageError(f"{exc} (known: {', '.join(exc.known)})")
     (render.result_json(result, sys.stdout) if as_json else render.result_text(result, sys.stdout, sys.stderr))
     sys.exit(result.exit)
 

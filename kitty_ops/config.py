@@ -107,7 +107,14 @@ class Settings:
     health_timeout: float
     stop_grace: float
     lock_timeout: float
-    compose_enabled: bool
+    compose: "ComposeSettings"
+    images: "NativeServices"
+    e2e_url: str  # brain's /api/query when the app stack runs; empty: a chat completion against q4
+    e2e_timeout: float
+
+    @property
+    def compose_enabled(self) -> bool:
+        return self.compose.enabled
 
     @property
     def enabled_servers(self) -> tuple[ServerSpec, ...]:
@@ -115,6 +122,37 @@ class Settings:
 
     def server(self, name: str) -> ServerSpec | None:
         return next((s for s in self.servers if s.name == name), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class ComposeSettings:
+    """The container tier: which compose files, which project (the only one kitty-ops touches)."""
+
+    enabled: bool
+    files: tuple[Path, ...]
+    project: str
+    profiles: tuple[str, ...]
+    health_timeout: float  # per container, from `up` to healthy
+    stop_timeout: int  # seconds compose gives a container between SIGTERM and SIGKILL
+    env_file: Path
+
+
+@dataclasses.dataclass(frozen=True)
+class NativeService:
+    """A native (non-container) process of the stack, such as the images service API."""
+
+    name: str
+    argv: tuple[str, ...]
+    cwd: Path
+    health_url: str | None  # None: ready once it has stayed alive for `settle` seconds
+    settle: float
+    needs: tuple[str, ...]  # graph node ids it waits for (e.g. compose:redis)
+
+
+@dataclasses.dataclass(frozen=True)
+class NativeServices:
+    enabled: bool
+    services: tuple[NativeService, ...]
 
 
 class _Reader:
@@ -258,8 +296,78 @@ def _build(values: Mapping[str, str], problems: list[Problem], project_dir: Path
         health_timeout=read.number(("LLAMACPP_HEALTH_TIMEOUT",), 300.0, 1, 86400, "seconds"),
         stop_grace=read.number(("KITTY_STOP_GRACE",), 10.0, 0, 3600, "seconds"),
         lock_timeout=read.number(("KITTY_LOCK_TIMEOUT",), 5.0, 0, 3600, "seconds"),
-        compose_enabled=read.boolean(("KITTY_COMPOSE_ENABLED",), False),
+        compose=_compose(read, project_dir, env_path),
+        images=_images(read, project_dir),
+        e2e_url=read.text(("KITTY_E2E_URL",), ""),
+        e2e_timeout=read.number(("KITTY_E2E_TIMEOUT",), 120.0, 1, 3600, "seconds"),
     )
+
+
+COMPOSE_PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # compose's own rule for project names
+PROFILE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+
+
+def _compose(read: _Reader, project_dir: Path, env_path: Path) -> ComposeSettings:
+    files_text = read.text(("KITTY_COMPOSE_FILE",), "infra/compose/docker-compose.yml")
+    # Several files (an override on top of the base) are separated like COMPOSE_FILE: ':' or ','.
+    files = tuple(_path(project_dir, f.strip()) for f in re.split(r"[:,]", files_text) if f.strip())
+    project = read.text(("KITTY_COMPOSE_PROJECT",), "kitty")
+    if not COMPOSE_PROJECT_RE.match(project):
+        read._bad("KITTY_COMPOSE_PROJECT", project, "a compose project name (lower-case letters, digits, '-' and '_')")
+        project = "kitty"
+    profiles = tuple(p.strip() for p in read.text(("KITTY_COMPOSE_PROFILES",), "").split(",") if p.strip())
+    for profile in profiles:
+        if not PROFILE_RE.match(profile):
+            read._bad("KITTY_COMPOSE_PROFILES", profile, "a comma-separated list of profile names (e.g. app,observability)")
+    return ComposeSettings(
+        enabled=read.boolean(("KITTY_COMPOSE_ENABLED",), True),
+        files=files,
+        project=project,
+        profiles=tuple(p for p in profiles if PROFILE_RE.match(p)),
+        health_timeout=read.number(("KITTY_COMPOSE_TIMEOUT",), 180.0, 1, 86400, "seconds"),
+        stop_timeout=read.integer(("KITTY_COMPOSE_STOP_TIMEOUT",), 10, 0, 3600, "seconds"),
+        env_file=env_path,
+    )
+
+
+def _images(read: _Reader, project_dir: Path) -> NativeServices:
+    """The images service of the seed stack: an HTTP API and its RQ worker, both native."""
+    enabled = read.boolean(("IMAGES_SERVICE_ENABLED",), False)
+    port = read.integer(("IMAGES_SERVICE_PORT",), 8089, 1, 65535, "a TCP port")
+    redis_port = read.integer(("REDIS_PORT",), 6379, 1, 65535, "a TCP port")
+    cwd = _path(project_dir, read.text(("IMAGES_SERVICE_DIR",), "."))
+    placeholders = {"{port}": str(port), "{redis_port}": str(redis_port)}
+
+    def command(var: str, default: str) -> tuple[str, ...]:
+        try:
+            argv = shlex.split(read.text((var,), default))
+        except ValueError as exc:
+            read.problems.append(error(var, f"cannot split the command: {exc}",
+                                       "balance the quotes in the value", Runbook.CONFIGURATION))
+            return ()
+        if enabled and not argv:
+            read.problems.append(error(var, "empty command", f"set {var} or IMAGES_SERVICE_ENABLED=false",
+                                       Runbook.CONFIGURATION))
+        # Placeholders are replaced token by token: the command never passes through a shell.
+        for key, value in placeholders.items():
+            argv = [token.replace(key, value) for token in argv]
+        return tuple(argv)
+
+    worker = NativeService(
+        name="images-worker",
+        argv=command("IMAGES_SERVICE_WORKER_CMD", "rq worker images --url redis://127.0.0.1:{redis_port}"),
+        cwd=cwd, health_url=None,
+        settle=read.number(("IMAGES_SERVICE_WORKER_SETTLE",), 1.0, 0, 60, "seconds"),
+        needs=("compose:redis",),
+    )
+    api = NativeService(
+        name="images-api",
+        argv=command("IMAGES_SERVICE_API_CMD",
+                     "uvicorn images_service.main:app --host 127.0.0.1 --port {port}"),
+        cwd=cwd, health_url=f"http://127.0.0.1:{port}/health", settle=0.0,
+        needs=("native:images-worker",),
+    )
+    return NativeServices(enabled=enabled, services=(worker, api))
 
 
 def _server_names(read: _Reader) -> list[str]:
@@ -350,13 +458,3 @@ def _check_ports_unique(servers: tuple[ServerSpec, ...], problems: list[Problem]
                 f"give each server its own port ({spec.var_prefix}PORT)", Runbook.PORT_CONFLICT))
         else:
             by_port[spec.port] = spec.name
-
-
-def select(settings: Settings, only: tuple[str, ...]) -> tuple[list[ServerSpec], list[str]]:
-    """The enabled servers named in `only` (all enabled ones when empty), and unknown names."""
-    if not only:
-        return list(settings.enabled_servers), []
-    known = {s.name: s for s in settings.servers}
-    unknown = [n for n in only if n not in known]
-    return [known[n] for n in only if n in known and known[n].enabled], unknown
-

@@ -22,7 +22,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 from kitty_ops import llama, lock, ports, probes, procs, records, validate
 from kitty_ops.config import ServerSpec, Settings
@@ -57,6 +57,7 @@ class Outcome:
     log_tail: list[str] = dataclasses.field(default_factory=list)
     runbook: Runbook | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
+    component: str = "llama"  # the tier: llama | native | compose
 
     def as_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -71,6 +72,10 @@ class Result:
     exit: Exit
     outcomes: list[Outcome]
     problems: list[Problem] = dataclasses.field(default_factory=list)
+    # Filled by the whole-stack start/stop (kitty_ops.stack); empty for the llama tier alone.
+    plan: list[list[str]] = dataclasses.field(default_factory=list)  # start order, level by level
+    checks: list = dataclasses.field(default_factory=list)  # checks.Check after a start
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 class Progress(Protocol):
@@ -113,36 +118,48 @@ def start(settings: Settings, config_problems: list[Problem], specs: list[Server
         report = validate.check(settings, config_problems, specs)
         if not report.ok:
             return Result("start", Exit.CONFIG, [], report.problems)
-        warnings = [p for p in report.problems if not p.is_error]
-        outcomes, launches = _adopt_running(settings, specs, progress)
-        cancel = cancel or threading.Event()
-        spawned: list[_Launch] = []
-        try:
-            adopted = set(outcomes) | {launch.spec.name for launch in launches}
-            to_spawn = [spec for spec in specs if spec.name not in adopted]
-            for spec in to_spawn:
-                failure = _spawn(settings, spec, report.engine, progress, spawned)
-                if failure is not None:
-                    outcomes[spec.name] = failure
-                    break
-            launches += spawned
-            if all(o.ok for o in outcomes.values()):  # no spawn failed outright
-                outcomes.update(_wait_all(settings, launches, progress, cancel))
-            failed = [o for o in outcomes.values() if not o.ok]
-            if failed:
-                why = f"{failed[0].name} failed"
-                for outcome in _roll_back(settings, spawned, progress, why):
-                    earlier = outcomes.get(outcome.name)
-                    if earlier is None or earlier.action is not Action.FAILED:
-                        outcomes[outcome.name] = outcome
-        except BaseException:
-            # Ctrl+C, SIGTERM or a bug: nothing this run started may outlive it. Rolling back
-            # twice is harmless (a stopped child is not signalled again).
-            cancel.set()
-            _roll_back(settings, spawned, progress, "interrupted")
-            raise
-        ordered = [outcomes[s.name] for s in specs if s.name in outcomes]
-        return Result("start", Exit.FAILED if failed else Exit.OK, ordered, warnings)
+        return start_validated(settings, report, specs, progress, cancel)
+
+
+def start_validated(settings: Settings, report: validate.Report, specs: list[ServerSpec],
+                    progress: Progress = Silent(), cancel: threading.Event | None = None,
+                    on_ready: Callable[[str], None] = lambda name: None) -> Result:
+    """The body of start, for a caller that holds the lock and has validated. `on_ready(name)` is
+    called as each server turns healthy (the stack's graph starts its dependents then); setting
+    `cancel` stops the waits and rolls back what this call started."""
+    warnings = [p for p in report.problems if not p.is_error]
+    outcomes, launches = _adopt_running(settings, specs, progress)
+    for outcome in outcomes.values():
+        on_ready(outcome.name)
+    cancel = cancel or threading.Event()
+    spawned: list[_Launch] = []
+    try:
+        adopted = set(outcomes) | {launch.spec.name for launch in launches}
+        to_spawn = [spec for spec in specs if spec.name not in adopted]
+        for spec in to_spawn:
+            failure = _spawn(settings, spec, report.engine, progress, spawned)
+            if failure is not None:
+                outcomes[spec.name] = failure
+                break
+        launches += spawned
+        if all(o.ok for o in outcomes.values()):  # no spawn failed outright
+            outcomes.update(_wait_all(settings, launches, progress, cancel, on_ready))
+        failed = [o for o in outcomes.values() if not o.ok]
+        if failed:
+            broken = [o for o in failed if o.action is Action.FAILED]
+            why = f"{broken[0].name} failed" if broken else "the start was cancelled"
+            for outcome in _roll_back(settings, spawned, progress, why):
+                earlier = outcomes.get(outcome.name)
+                if earlier is None or earlier.action is not Action.FAILED:
+                    outcomes[outcome.name] = outcome
+    except BaseException:
+        # Ctrl+C, SIGTERM or a bug: nothing this run started may outlive it. Rolling back
+        # twice is harmless (a stopped child is not signalled again).
+        cancel.set()
+        _roll_back(settings, spawned, progress, "interrupted")
+        raise
+    ordered = [outcomes[s.name] for s in specs if s.name in outcomes]
+    return Result("start", Exit.FAILED if failed else Exit.OK, ordered, warnings)
 
 
 def _adopt_running(settings: Settings, specs: list[ServerSpec],
@@ -218,14 +235,7 @@ def _spawn(settings: Settings, spec: ServerSpec, engine: llama.EngineInfo,
         spawned.append(_Launch(spec, record, popen))  # from here on, roll-back covers it
     except BaseException:
         # Interrupted before roll-back knew of it: our own unreaped child, safe to kill.
-        try:
-            os.killpg(popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            popen.wait(timeout=KILL_WAIT)
-        except subprocess.TimeoutExpired:
-            pass  # stuck in the kernel; the interrupt still goes through, the record is removed
+        procs.kill_child_group(popen, KILL_WAIT)
         records.remove(settings.logs_dir, spec.name)
         raise
     progress.event(spec.name, f"started pid {popen.pid} on {spec.url}; loading {spec.model.name}")
@@ -242,12 +252,16 @@ def _failure(spec: ServerSpec, pid: int | None, seconds: float, detail: str, log
 
 
 def _wait_all(settings: Settings, launches: list[_Launch], progress: Progress,
-              cancel: threading.Event) -> dict[str, Outcome]:
+              cancel: threading.Event, on_ready: Callable[[str], None]) -> dict[str, Outcome]:
     """Wait for every launch at once; the first failure cancels the others."""
     if not launches:
         return {}
     deadline = time.monotonic() + settings.health_timeout
     outcomes: dict[str, Outcome] = {}
+    # The waits end on the caller's cancel or when this wait is over; a failure here also sets
+    # the caller's cancel, since the rest of a start must not go on without this server.
+    done_waiting = threading.Event()
+    stop_waits = _Either(cancel, done_waiting)
 
     def wait_one(launch: _Launch) -> Outcome:
         name = launch.spec.name
@@ -256,11 +270,12 @@ def _wait_all(settings: Settings, launches: list[_Launch], progress: Progress,
             if health is probes.Health.LOADING:
                 progress.event(name, "port open, model loading")
 
-        result = probes.wait_ready(launch.record.url, deadline, launch.wait_exit, cancel, on_health)
+        result = probes.wait_ready(launch.record.url, deadline, launch.wait_exit, stop_waits, on_health)
         record = launch.record
         log = Path(record.log)
         if result.outcome is probes.Outcome.READY:
             progress.event(name, f"healthy after {result.seconds:.1f}s")
+            on_ready(name)
             return Outcome(name, Action.STARTED, True, record.port, record.url, record.pid,
                            result.seconds, "healthy")
         if result.outcome is probes.Outcome.DIED:
@@ -287,9 +302,19 @@ def _wait_all(settings: Settings, launches: list[_Launch], progress: Progress,
                 if not outcome.ok:
                     cancel.set()
     finally:
-        cancel.set()
+        done_waiting.set()
         pool.shutdown(wait=True)
     return outcomes
+
+
+class _Either:
+    """Looks like a threading.Event to probes.wait_ready: set when either event is."""
+
+    def __init__(self, *events: threading.Event):
+        self.events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
 
 
 def _roll_back(settings: Settings, spawned: list[_Launch], progress: Progress,
@@ -297,7 +322,7 @@ def _roll_back(settings: Settings, spawned: list[_Launch], progress: Progress,
     """Stop what this invocation started. These are our own unreaped children, so their PIDs
     cannot have been reused: signalling them is safe even before a record was written."""
     def stop(launch: _Launch) -> Outcome:
-        outcome = _terminate(settings, launch.record, launch.popen, progress)
+        outcome = terminate(settings, launch.record, launch.popen, progress)
         outcome.action = Action.ROLLED_BACK
         outcome.ok = False
         outcome.detail = f"stopped again: {why}"
@@ -315,20 +340,27 @@ def _roll_back(settings: Settings, spawned: list[_Launch], progress: Progress,
 def stop(settings: Settings, names: list[str], progress: Progress = Silent()) -> Result:
     """Stop the named servers (all enabled and all recorded ones when `names` is empty)."""
     with lock.held(lock_path(settings), settings.lock_timeout, "stop"):
-        if not names:
-            # Enabled servers, plus anything with a record: a server disabled or removed from
-            # the configuration since it was started must still be stoppable.
-            enabled = [s.name for s in settings.enabled_servers]
-            names = enabled + [n for n in records.recorded_names(settings.logs_dir) if n not in enabled]
-        if not names:
-            return Result("stop", Exit.OK, [])
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(names)) as pool:
-            outcomes = list(pool.map(lambda n: _stop_named(settings, n, progress), names))
-        failed = any(not o.ok for o in outcomes)
-        return Result("stop", Exit.FAILED if failed else Exit.OK, outcomes)
+        return stop_servers(settings, names or all_server_names(settings), progress)
 
 
-def _stop_named(settings: Settings, name: str, progress: Progress) -> Outcome:
+def all_server_names(settings: Settings) -> list[str]:
+    # Enabled servers, plus anything with a record: a server disabled or removed from the
+    # configuration since it was started must still be stoppable.
+    enabled = [s.name for s in settings.enabled_servers]
+    return enabled + [n for n in records.recorded_names(settings.logs_dir) if n not in enabled]
+
+
+def stop_servers(settings: Settings, names: list[str], progress: Progress = Silent()) -> Result:
+    """stop without the lock (the caller holds it): all named servers at once."""
+    if not names:
+        return Result("stop", Exit.OK, [])
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(names)) as pool:
+        outcomes = list(pool.map(lambda n: stop_one(settings, n, progress), names))
+    failed = any(not o.ok for o in outcomes)
+    return Result("stop", Exit.FAILED if failed else Exit.OK, outcomes)
+
+
+def stop_one(settings: Settings, name: str, progress: Progress) -> Outcome:
     spec = settings.server(name)
     port, url = (spec.port, spec.url) if spec else (0, "")
     record = _load_or_discard(settings.logs_dir, name, progress)
@@ -341,10 +373,10 @@ def _stop_named(settings: Settings, name: str, progress: Progress) -> Outcome:
         progress.event(name, f"pid {record.pid} {why}; removed its PID files")
         return Outcome(name, Action.NOT_RUNNING, True, record.port, record.url, record.pid,
                        detail=f"stale record removed (pid {record.pid} {why})", runbook=Runbook.STALE_PID)
-    return _terminate(settings, record, None, progress)
+    return terminate(settings, record, None, progress)
 
 
-def _terminate(settings: Settings, record: records.EngineRecord,
+def terminate(settings: Settings, record: records.EngineRecord,
                popen: subprocess.Popen | None, progress: Progress) -> Outcome:
     """SIGTERM the group, wait the grace, SIGKILL, wait; remove the PID files; check the port."""
     started = time.monotonic()
@@ -385,10 +417,10 @@ def _terminate(settings: Settings, record: records.EngineRecord,
                                    f"pid {record.pid} survived SIGKILL (stuck in the kernel?)",
                                    runbook=Runbook.STOP_FAILED)
     except procs.NotOurs as exc:
-        records.remove(settings.logs_dir, record.name)
+        records.remove(settings.logs_dir, record.name, record.prefix)
         return Outcome(record.name, Action.NOT_RUNNING, True, record.port, record.url, record.pid,
                        detail=f"{exc}; not signalled, record removed", runbook=Runbook.STALE_PID)
-    records.remove(settings.logs_dir, record.name)
+    records.remove(settings.logs_dir, record.name, record.prefix)
     seconds = time.monotonic() - started
     detail = "killed after the grace period" if escalated else "stopped"
     busy = _port_still_busy(record)

@@ -50,10 +50,10 @@ def http_request(url: str, method: str = "GET", body: bytes | None = None,
         conn.close()
 
 
-def probe_health(base_url: str, timeout: float = 1.0) -> ProbeResult:
+def probe_health(base_url: str, timeout: float = 1.0, path: str = "/health") -> ProbeResult:
     started = time.perf_counter()
     try:
-        status, body = http_request(base_url + "/health", timeout=timeout)
+        status, body = http_request(base_url + path, timeout=timeout)
     except ConnectionRefusedError:
         return ProbeResult(Health.REFUSED, None, "connection refused", time.perf_counter() - started)
     except (OSError, http.client.HTTPException) as exc:
@@ -107,6 +107,7 @@ def wait_ready(
     on_health: Callable[[Health, str], None] = lambda health, detail: None,
     clock: Callable[[], float] = time.monotonic,
     intervals: Iterator[float] | None = None,
+    path: str = "/health",
 ) -> WaitResult:
     """Poll `base_url`/health until 200, the process exits, the deadline passes or `cancel` is set.
 
@@ -120,7 +121,7 @@ def wait_ready(
         if cancel.is_set():
             return WaitResult(Outcome.CANCELLED, clock() - started, "cancelled")
         remaining = deadline - clock()
-        result = probe_health(base_url, timeout=max(0.05, min(1.0, remaining)))
+        result = probe_health(base_url, timeout=max(0.05, min(1.0, remaining)), path=path)
         if result.health is Health.READY:
             return WaitResult(Outcome.READY, clock() - started, "healthy")
         if result.health is not last:

@@ -104,6 +104,19 @@ def signal_group(recorded: Identity, sig: int) -> bool:
     return True
 
 
+def kill_child_group(popen: subprocess.Popen, wait: float) -> None:
+    """SIGKILL the group of our own unreaped child (its PID cannot have been reused) and wait
+    briefly; a process stuck in the kernel is left to the caller's report."""
+    try:
+        os.killpg(popen.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        popen.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 def reap_if_child(pid: int) -> None:
     """Collect the exit status of our own child so it does not linger as a zombie."""
     try:

@@ -4,6 +4,9 @@
   llamacpp-<name>.pid   the bare PID, for runbooks: `ps -p $(cat .logs/llamacpp-f16.pid)`
   llamacpp-<name>.json  the identity record: proof that a later command may signal that PID
 
+Native services of the stack (the images API and worker) have the same three files under the
+prefix `service-` (`.logs/service-images-api.pid`).
+
 Both PID files are written atomically (temporary file, fsync, rename) and 0600, since the
 recorded command line may carry a secret passed through EXTRA_ARGS.
 """
@@ -19,6 +22,8 @@ from pathlib import Path
 from kitty_ops.procs import Identity
 
 RECORD_SCHEMA = 1
+LLAMA = "llamacpp"  # file prefix of llama servers' runtime files
+SERVICE = "service"  # file prefix of native services (the images API and worker)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +42,7 @@ class EngineRecord:
     log: str
     log_offset: int  # where this run's output starts in the log
     started_at: float  # wall-clock seconds (time.time())
+    prefix: str = LLAMA
 
     @property
     def identity(self) -> Identity:
@@ -50,16 +56,16 @@ class EngineRecord:
         return {"schema": RECORD_SCHEMA, **dataclasses.asdict(self), "flags": self.flags}
 
 
-def log_path(logs_dir: Path, name: str) -> Path:
-    return logs_dir / f"llamacpp-{name}.log"
+def log_path(logs_dir: Path, name: str, prefix: str = LLAMA) -> Path:
+    return logs_dir / f"{prefix}-{name}.log"
 
 
-def pid_path(logs_dir: Path, name: str) -> Path:
-    return logs_dir / f"llamacpp-{name}.pid"
+def pid_path(logs_dir: Path, name: str, prefix: str = LLAMA) -> Path:
+    return logs_dir / f"{prefix}-{name}.pid"
 
 
-def record_path(logs_dir: Path, name: str) -> Path:
-    return logs_dir / f"llamacpp-{name}.json"
+def record_path(logs_dir: Path, name: str, prefix: str = LLAMA) -> Path:
+    return logs_dir / f"{prefix}-{name}.json"
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
@@ -82,17 +88,17 @@ def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
 
 def save(logs_dir: Path, record: EngineRecord) -> None:
     # The record first: a bare PID file without a record is never trusted, the reverse is fine.
-    write_atomic(record_path(logs_dir, record.name), json.dumps(record.as_dict(), indent=2) + "\n")
-    write_atomic(pid_path(logs_dir, record.name), f"{record.pid}\n")
+    write_atomic(record_path(logs_dir, record.name, record.prefix), json.dumps(record.as_dict(), indent=2) + "\n")
+    write_atomic(pid_path(logs_dir, record.name, record.prefix), f"{record.pid}\n")
 
 
 class BadRecord(Exception):
     pass
 
 
-def load(logs_dir: Path, name: str) -> EngineRecord | None:
+def load(logs_dir: Path, name: str, prefix: str = LLAMA) -> EngineRecord | None:
     """The record of `name`, None when there is none. Raises BadRecord when it is unreadable."""
-    path = record_path(logs_dir, name)
+    path = record_path(logs_dir, name, prefix)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -108,27 +114,27 @@ def load(logs_dir: Path, name: str) -> EngineRecord | None:
         raise BadRecord(f"{path}: {exc}") from None
 
 
-def bare_pid(logs_dir: Path, name: str) -> int | None:
+def bare_pid(logs_dir: Path, name: str, prefix: str = LLAMA) -> int | None:
     try:
-        return int(pid_path(logs_dir, name).read_text().strip())
+        return int(pid_path(logs_dir, name, prefix).read_text().strip())
     except (OSError, ValueError):
         return None
 
 
-def remove(logs_dir: Path, name: str) -> None:
-    for path in (pid_path(logs_dir, name), record_path(logs_dir, name)):
+def remove(logs_dir: Path, name: str, prefix: str = LLAMA) -> None:
+    for path in (pid_path(logs_dir, name, prefix), record_path(logs_dir, name, prefix)):
         try:
             path.unlink()
         except FileNotFoundError:
             pass
 
 
-def recorded_names(logs_dir: Path) -> list[str]:
+def recorded_names(logs_dir: Path, prefix: str = LLAMA) -> list[str]:
     """Names with a record or a PID file, including servers no longer in the configuration."""
     names = set()
-    for pattern in ("llamacpp-*.json", "llamacpp-*.pid"):
+    for pattern in (f"{prefix}-*.json", f"{prefix}-*.pid"):
         for path in logs_dir.glob(pattern):
-            names.add(path.stem[len("llamacpp-"):])
+            names.add(path.stem[len(prefix) + 1:])
     return sorted(names)
 
 

@@ -4,7 +4,11 @@ beyond the stream they are handed."""
 from __future__ import annotations
 
 import json
+import os
+import queue
+import shutil
 import sys
+import threading
 import time
 from typing import IO, Iterable, Sequence
 
@@ -13,11 +17,15 @@ from kitty_ops.problems import Problem
 from kitty_ops.status import ServerStatus
 from kitty_ops.validate import Report
 
-SCHEMA = "kitty-ops/{}/v1"
+SCHEMA = "kitty-ops/{}/v{}"
+# v2 of start/stop: the whole stack, so "servers" became "components" (each with its "component"
+# tier), plus "plan", "checks" and "notes".
+VERSIONS = {"start": 2, "stop": 2}
 
 
 def to_json(kind: str, payload: dict, out: IO[str]) -> None:
-    out.write(json.dumps({"schema": SCHEMA.format(kind), **payload}, indent=2, default=str) + "\n")
+    schema = SCHEMA.format(kind, VERSIONS.get(kind, 1))
+    out.write(json.dumps({"schema": schema, **payload}, indent=2, default=str) + "\n")
 
 
 def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
@@ -93,22 +101,32 @@ def result_text(result: Result, out: IO[str], err: IO[str]) -> None:
     if result.problems:
         err.write(problems_text(result.problems) + "\n")
     if result.outcomes:
-        rows = [(o.name, o.action.value, o.pid, o.url or "-", f"{o.seconds:.1f}s", o.detail)
+        rows = [(o.name, o.component, o.action.value, o.pid, o.url or "-", f"{o.seconds:.1f}s", o.detail)
                 for o in result.outcomes]
-        out.write(table(rows, ["NAME", "RESULT", "PID", "URL", "TIME", "DETAIL"]) + "\n")
+        out.write(table(rows, ["NAME", "TIER", "RESULT", "PID", "URL", "TIME", "DETAIL"]) + "\n")
+    if result.checks:
+        rows = [(c.name, "ok" if c.ok else "FAILED", f"{c.seconds:.2f}s", c.url or "-", c.detail)
+                for c in result.checks]
+        out.write("\n" + table(rows, ["CHECK", "RESULT", "TIME", "URL", "DETAIL"]) + "\n")
     for o in result.outcomes:
         for note in o.notes:
             err.write(f"note: {o.name}: {note}\n")
+    for note in result.notes:
+        err.write(f"note: {note}\n")
+    for o in result.outcomes:
         if o.ok or o.action.value == "rolled-back":
             continue
         err.write(f"\n{o.name} {o.action.value}: {o.detail}\n")
         if o.log_tail:
-            err.write(f"  last lines of its log:\n")
+            err.write("  last lines of its log:\n")
             err.writelines(f"    {line}\n" for line in o.log_tail)
         if o.runbook:
             err.write(f"  runbook: {o.runbook.path}\n")
+    for c in result.checks:
+        if not c.ok and c.runbook:
+            err.write(f"\ncheck {c.name} failed: {c.detail}\n  runbook: {c.runbook.path}\n")
     if result.operation == "start" and result.exit == 0 and result.outcomes:
-        err.write("\nall servers healthy. Stop with ./ops/scripts/stop-all.sh; watch with "
+        err.write("\nthe stack is up. Stop with ./ops/scripts/stop-all.sh; watch with "
                   "`kitty-ops status` and `kitty-ops logs NAME -f`.\n")
 
 
@@ -116,22 +134,81 @@ def result_json(result: Result, out: IO[str]) -> None:
     to_json(result.operation, {
         "ok": result.exit == 0,
         "exit_code": int(result.exit),
-        "servers": [o.as_dict() for o in result.outcomes],
+        "plan": result.plan,
+        "components": [o.as_dict() for o in result.outcomes],
+        "checks": [c.as_dict() for c in result.checks],
+        "notes": result.notes,
         "problems": [p.as_dict() for p in result.problems],
     }, out)
 
 
 class LineProgress:
     """Progress while waiting: one plain line per event on stderr, with elapsed time, so it reads
-    the same on a terminal, in a log file and in cron mail."""
+    the same in a log file and in cron mail.
+
+    Events go through a queue to a writer thread: a stalled stderr (a paused terminal, a full
+    pipe) blocks only that thread, never a start, a wait or a roll-back."""
 
     def __init__(self, stream: IO[str] | None = None):
         self.stream = stream or sys.stderr
         self.started = time.monotonic()
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.writer = threading.Thread(target=self._drain, name="progress", daemon=True)
+        self.writer.start()
 
     def event(self, name: str, message: str) -> None:
-        self.stream.write(f"[{time.monotonic() - self.started:6.1f}s] {name:<10} {message}\n")
-        self.stream.flush()
+        self.queue.put((time.monotonic() - self.started, name, message))
+
+    def close(self, wait: float = 2.0) -> None:
+        """Let the writer finish what is queued (bounded: the stream may be stalled)."""
+        self.queue.put(None)
+        self.writer.join(wait)
+
+    def _drain(self) -> None:
+        while (item := self.queue.get()) is not None:
+            try:
+                self._write(*item)
+                self.stream.flush()
+            except (OSError, ValueError):  # stderr closed: progress is best effort
+                return
+
+    def _write(self, elapsed: float, name: str, message: str) -> None:
+        self.stream.write(f"[{elapsed:6.1f}s] {name:<12} {message}\n")
+
+
+class LiveProgress(LineProgress):
+    """On a terminal: one line per component, rewritten in place as its state changes, with the
+    plan and check lines kept above it."""
+
+    def __init__(self, stream: IO[str]):
+        self.rows: dict[str, tuple[float, str]] = {}
+        self.drawn = 0
+        super().__init__(stream)
+
+    def _write(self, elapsed: float, name: str, message: str) -> None:
+        self._erase()
+        if name in ("plan", "check", "*"):  # not a component: printed once above the live block
+            self.stream.write(f"[{elapsed:6.1f}s] {name:<12} {message}\n")
+        else:
+            self.rows[name] = (elapsed, message)
+        self._draw()
+
+    def _erase(self) -> None:
+        if self.drawn:
+            self.stream.write(f"\x1b[{self.drawn}F\x1b[J")  # up N lines, clear to the end
+            self.drawn = 0
+
+    def _draw(self) -> None:
+        width = shutil.get_terminal_size((100, 20)).columns
+        for name, (elapsed, message) in self.rows.items():
+            self.stream.write(f"[{elapsed:6.1f}s] {name:<12} {message}"[:width - 1] + "\n")
+        self.drawn = len(self.rows)
+
+
+def progress_for(stream: IO[str]) -> LineProgress:
+    """A live display on a terminal, plain lines otherwise (pipes, cron, CI)."""
+    is_tty = hasattr(stream, "isatty") and stream.isatty() and os.environ.get("TERM") not in (None, "", "dumb")
+    return LiveProgress(stream) if is_tty else LineProgress(stream)
 
 
 # ------------------------------------------------------------------------------------------ status

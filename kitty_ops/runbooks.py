@@ -20,6 +20,11 @@ class Runbook(str, enum.Enum):
     STOP_FAILED = "stop-failed"
     STALE_PID = "stale-pid-files"
     LOCK_HELD = "lock-held"
+    DOCKER = "docker-engine"
+    COMPOSE_FILE = "compose-file"
+    CONTAINER_FAILED = "container-failed"
+    NATIVE_SERVICE = "native-service-failed"
+    E2E = "end-to-end-check"
 
     @property
     def path(self) -> str:

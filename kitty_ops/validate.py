@@ -31,12 +31,6 @@ def check(settings: Settings, config_problems: list[Problem],
           specs: list[ServerSpec] | None = None) -> Report:
     specs = list(settings.enabled_servers) if specs is None else specs
     problems = list(config_problems)
-    if settings.compose_enabled:
-        problems.append(warning(
-            "KITTY_COMPOSE_ENABLED", "the compose tier is not part of this kitty-ops version yet; "
-            "only the llama servers are managed", "set KITTY_COMPOSE_ENABLED=false (or pass "
-            "--no-compose) to silence this", Runbook.CONFIGURATION))
-
     model_bytes: dict[str, int] = {}
     for spec in specs:
         model_bytes[spec.name] = _check_models(spec, problems)

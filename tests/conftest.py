@@ -90,6 +90,7 @@ class Project:
             "LLAMACPP_MODELS_DIR": str(self.models),
             "LLAMACPP_HEALTH_TIMEOUT": 20,
             "KITTY_STOP_GRACE": 3,
+            "KITTY_COMPOSE_ENABLED": "false",  # the container tests opt in with their own env
         }
         for name, flags in servers.items():
             up = name.upper()
@@ -178,3 +179,82 @@ def project(tmp_path: Path):
     # itself, so even teardown signals only processes proven ours).
     if proj.env_file.exists():
         proj.run("stop", "--grace", "1", timeout=60)
+
+
+# ------------------------------------------------------------------------- the container tier
+
+ENGINE_SCRIPT = REPO / "ops" / "dev" / "test-docker-engine.sh"
+COMPOSE_BASE = REPO / "infra" / "compose" / "docker-compose.yml"
+COMPOSE_TEST = REPO / "tests" / "docker" / "compose.test.yml"
+COMPOSE_PORT_VARS = ("POSTGRES_PORT", "REDIS_PORT", "MQTT_PORT", "MINIO_PORT", "MINIO_CONSOLE_PORT",
+                     "BRAIN_PORT")
+
+
+@pytest.fixture(scope="session")
+def docker_image() -> str:
+    """A running Docker engine with compose v2 and the locally built test image (its tag).
+    Brought up by the same script CI uses; a failure fails the test, never skips it."""
+    done = subprocess.run(["bash", str(ENGINE_SCRIPT)], capture_output=True, text=True, timeout=1500)
+    if done.returncode != 0:
+        pytest.fail(f"no Docker engine for the container tests: {done.stderr[-2000:]}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def docker(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+
+
+class StackProject(Project):
+    """A project whose stack has a compose tier of its own: a unique compose project name, free
+    ports, the real compose file plus the test override (and any extra override a test adds)."""
+
+    def __init__(self, root: Path, image: str):
+        super().__init__(root)
+        self.image = image
+        self.compose_project = f"kt{os.getpid()}{root.name[-12:]}".lower().replace("_", "")
+        self.overrides: list[Path] = []
+
+    def stack_env(self, servers: dict[str, str], profiles: str = "brain", **extra: object) -> dict[str, int]:
+        ports = {var: free_port() for var in COMPOSE_PORT_VARS}
+        files = ":".join(str(p) for p in [COMPOSE_BASE, COMPOSE_TEST, *self.overrides])
+        values: dict[str, object] = {
+            "KITTY_COMPOSE_ENABLED": "true", "KITTY_COMPOSE_FILE": files,
+            "KITTY_COMPOSE_PROJECT": self.compose_project, "KITTY_COMPOSE_PROFILES": profiles,
+            "KITTY_COMPOSE_TIMEOUT": 60, "KITTY_COMPOSE_STOP_TIMEOUT": 5, "KITTY_TEST_IMAGE": self.image,
+            "POSTGRES_PASSWORD": "test-only-pg", "MINIO_ROOT_PASSWORD": "test-only-minio", **ports,
+        }
+        for name in servers:  # brain reaches them through host.docker.internal (the bridge)
+            values[f"LLAMACPP_{name.upper()}_BIND"] = "0.0.0.0"
+        values.update(extra)
+        return {**ports, **self.fake_env(servers, **values)}
+
+    def add_override(self, text: str) -> None:
+        path = self.root / f"override-{len(self.overrides)}.yml"
+        path.write_text(text)
+        self.overrides.append(path)
+
+    def compose(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        files = [a for f in [COMPOSE_BASE, COMPOSE_TEST, *self.overrides] for a in ("-f", str(f))]
+        env = {**os.environ, "KITTY_ENV_FILE": str(self.env_file)}
+        return subprocess.run(["docker", "compose", "-p", self.compose_project, "--env-file",
+                               str(self.env_file), *files, "--profile", "*", *args],
+                              capture_output=True, text=True, timeout=timeout, env=env)
+
+    def containers(self, all_states: bool = True) -> list[str]:
+        done = docker("ps", *(["-a"] if all_states else []), "--filter",
+                      f"label=com.docker.compose.project={self.compose_project}", "--format", "{{.Names}}")
+        return sorted(done.stdout.split())
+
+    def inspect(self, service: str) -> dict:
+        done = docker("inspect", f"{self.compose_project}-{service}-1")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)[0]
+
+
+@pytest.fixture
+def stack(tmp_path: Path, docker_image: str):
+    proj = StackProject(tmp_path, docker_image)
+    yield proj
+    if proj.env_file.exists():
+        proj.run("stop", "--grace", "1", timeout=120)
+        proj.compose("down", "--volumes", "--remove-orphans", "--timeout", "1", timeout=120)

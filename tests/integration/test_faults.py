@@ -53,7 +53,7 @@ def project_servers(project: Project) -> list[int]:
 
 
 def by_name(data: dict) -> dict[str, dict]:
-    return {s["name"]: s for s in data["servers"]}
+    return {s["name"]: s for s in data["components"]}
 
 
 def timed_json(project: Project, *args: str, timeout: float = 120) -> tuple[int, dict, float]:
@@ -198,7 +198,7 @@ def test_port_held_by_foreign_process_is_a_config_error_and_nothing_starts(proje
 
         rc, data = project.json("start")
         assert rc == Exit.CONFIG, data
-        assert data["servers"] == []
+        assert data["components"] == []
         assert any(p["subject"] == "LLAMACPP_Q4_PORT" for p in data["problems"])
         # Nothing started, not even the server whose port was free.
         assert project_servers(project) == []

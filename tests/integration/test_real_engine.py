@@ -26,7 +26,7 @@ def real_env(project, servers: dict[str, dict[str, object]], **extra: object) ->
         "LLAMACPP_MODELS_DIR": str(model.parent),
         "LLAMACPP_CTX": 1024, "LLAMACPP_PARALLEL": 1, "LLAMACPP_THREADS": 1,
         "LLAMACPP_BATCH": 256, "LLAMACPP_UBATCH": 128,
-        "LLAMACPP_HEALTH_TIMEOUT": 240, "KITTY_STOP_GRACE": 15,
+        "LLAMACPP_HEALTH_TIMEOUT": 240, "KITTY_STOP_GRACE": 15, "KITTY_COMPOSE_ENABLED": "false",
     }
     port_of = {}
     for name, settings in servers.items():
@@ -45,8 +45,8 @@ def test_two_real_servers_start_serve_and_stop_cleanly(project):
 
     code, started = project.json("start", timeout=300)
     assert code == 0, started
-    assert [(s["name"], s["action"]) for s in started["servers"]] == [("q4", "started"), ("summary", "started")]
-    pids = {s["name"]: s["pid"] for s in started["servers"]}
+    assert [(s["name"], s["action"]) for s in started["components"]] == [("q4", "started"), ("summary", "started")]
+    pids = {s["name"]: s["pid"] for s in started["components"]}
     assert all(alive(pid) for pid in pids.values())
 
     # The identity record carries what later commands need to prove the PID is ours.
@@ -75,7 +75,7 @@ def test_two_real_servers_start_serve_and_stop_cleanly(project):
 
     code, stopped = project.json("stop", timeout=120)
     assert code == 0, stopped
-    assert {s["name"]: s["action"] for s in stopped["servers"]} == {"q4": "stopped", "summary": "stopped"}
+    assert {s["name"]: s["action"] for s in stopped["components"]} == {"q4": "stopped", "summary": "stopped"}
     assert not any(alive(pid) for pid in pids.values())
     assert all(ports.is_free("127.0.0.1", port) for port in port_of.values())
     assert not list(project.logs.glob("llamacpp-*.pid")) and not list(project.logs.glob("llamacpp-*.json"))

@@ -141,7 +141,11 @@ def test_defaults(tmp_path):
     assert settings.models_dir == tmp_path / "models"
     assert settings.logs_dir == tmp_path.resolve() / ".logs"
     assert settings.health_timeout == 300.0
-    assert settings.compose_enabled is False
+    assert settings.compose_enabled is True
+    assert settings.compose.project == "kitty"
+    assert settings.compose.files == (tmp_path.resolve() / "infra/compose/docker-compose.yml",)
+    assert settings.compose.profiles == ()
+    assert settings.images.enabled is False
 
 
 def test_process_environment_overrides_file_only_for_own_prefixes(tmp_path):

@@ -172,13 +172,13 @@ def test_port_in_use_is_an_error(tmp_path):
 
 def test_config_problems_are_kept_and_all_checks_still_run(tmp_path):
     settings, problems = configure(tmp_path, ("q4",), LLAMACPP_Q4_CTX="huge",
-                                   LLAMACPP_Q4_EXTRA_ARGS="--port 1", KITTY_COMPOSE_ENABLED="yes")
+                                   LLAMACPP_Q4_EXTRA_ARGS="--port 1", LLAMACPP_Q4_MODEL="absent.gguf")
     assert [p.subject for p in problems] == ["LLAMACPP_Q4_CTX"]
     report = validate.check(settings, problems)
     subjects = [p.subject for p in report.problems]
     assert subjects[0] == "LLAMACPP_Q4_CTX"
     assert "LLAMACPP_Q4_EXTRA_ARGS" in subjects
-    assert "KITTY_COMPOSE_ENABLED" in subjects
+    assert "LLAMACPP_Q4_MODEL" in subjects
 
 
 @pytest.mark.parametrize("damaged", ["{not json", "[]\n"], ids=["not-json", "json-not-an-object"])

@@ -1,0 +1,290 @@
+"""The container tier, driven through the `docker compose` CLI (v2) and nothing else.
+
+The stack's model is what compose itself resolves (`docker compose config --format json`), so
+interpolation, profiles and override files mean exactly what they mean to compose. Every command
+names the configured project (`-p`), so no other project's containers are ever touched; container
+states are read with `docker inspect` on the IDs compose reports for that project.
+
+Parsing (parse_model, parse_inspect) is pure and unit-tested; the Compose class only runs
+commands, each with a deadline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from typing import Iterable, Mapping
+
+from kitty_ops.config import ComposeSettings
+from kitty_ops.problems import Problem, error
+from kitty_ops.runbooks import Runbook
+
+NEEDS_LABEL = "kitty-ops.needs"  # cross-tier edges: "llama:*", "llama:q4", "images-api"
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+QUICK = 20.0  # deadline for commands that only read state
+ENGINE_HINT = ("start Docker Desktop" if sys.platform == "darwin"
+               else "start the Docker daemon (systemctl start docker)")
+
+
+class ComposeError(Exception):
+    """A compose command failed; carries the Problem to show the operator."""
+
+    def __init__(self, problem: Problem):
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+@dataclasses.dataclass(frozen=True)
+class Port:
+    host_ip: str
+    published: int
+    target: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceModel:
+    name: str
+    image: str
+    depends_on: Mapping[str, str]  # service -> condition (service_healthy, service_started, ...)
+    has_healthcheck: bool
+    needs: tuple[str, ...]  # from the kitty-ops.needs label
+    ports: tuple[Port, ...]
+    # Resolved values may be secrets: kept for the checks (POSTGRES_USER), never shown.
+    environment: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class StackModel:
+    project: str
+    services: Mapping[str, ServiceModel]
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerState:
+    service: str
+    id: str
+    status: str  # created | running | restarting | exited | dead | paused | removing
+    health: str  # healthy | unhealthy | starting | "" (no healthcheck)
+    exit_code: int
+    restarts: int
+    started_at: str
+    last_probe: str = ""  # the last healthcheck's exit code and output, for failure reports
+
+    def describe(self) -> str:
+        if self.status in ("exited", "dead"):
+            return f"{self.status} with code {self.exit_code}"
+        return f"{self.status}{f' ({self.health})' if self.health else ''}"
+
+
+# ------------------------------------------------------------------------------ pure parsing
+
+def parse_model(data: Mapping) -> StackModel:
+    services = {}
+    for name, raw in (data.get("services") or {}).items():
+        health = raw.get("healthcheck") or {}
+        test = health.get("test") or []
+        has_healthcheck = bool(test) and test[0] != "NONE" and not health.get("disable", False)
+        labels = raw.get("labels") or {}
+        if isinstance(labels, list):  # compose normalises to a map, but be lenient
+            labels = dict(item.split("=", 1) for item in labels if "=" in item)
+        needs = tuple(n.strip() for n in str(labels.get(NEEDS_LABEL, "")).split(",") if n.strip())
+        ports = []
+        for port in raw.get("ports") or []:
+            published = str(port.get("published") or "")
+            if published.isdigit():
+                ports.append(Port(port.get("host_ip") or "0.0.0.0", int(published), int(port["target"])))
+        depends = {dep: (spec or {}).get("condition", "service_started")
+                   for dep, spec in (raw.get("depends_on") or {}).items()}
+        environment = {k: str(v) for k, v in (raw.get("environment") or {}).items() if v is not None}
+        services[name] = ServiceModel(name, str(raw.get("image") or ""), depends, has_healthcheck,
+                                      needs, tuple(ports), environment)
+    return StackModel(str(data.get("name") or ""), services)
+
+
+def parse_inspect(data: Iterable[Mapping], project: str) -> dict[str, ContainerState]:
+    """`docker inspect` output -> state per service, for containers of `project` only."""
+    states = {}
+    for item in data:
+        labels = (item.get("Config") or {}).get("Labels") or {}
+        if labels.get(PROJECT_LABEL) != project or labels.get("com.docker.compose.oneoff") == "True":
+            continue
+        state = item.get("State") or {}
+        service = labels.get(SERVICE_LABEL, "")
+        probes = (state.get("Health") or {}).get("Log") or []
+        last_probe = ""
+        if probes:
+            output = " ".join(str(probes[-1].get("Output", "")).split())[:300]
+            last_probe = f"exit {probes[-1].get('ExitCode')}{': ' + output if output else ''}"
+        states[service] = ContainerState(
+            service=service, id=str(item.get("Id", ""))[:12], status=str(state.get("Status", "")),
+            health=str((state.get("Health") or {}).get("Status", "")),
+            exit_code=int(state.get("ExitCode") or 0), restarts=int(item.get("RestartCount") or 0),
+            started_at=str(state.get("StartedAt", "")), last_probe=last_probe)
+    return states
+
+
+def parse_ps_ids(text: str) -> dict[str, str]:
+    """`docker compose ps --format json` (JSON lines, or one array in older v2) -> service -> id."""
+    text = text.strip()
+    if not text:
+        return {}
+    items = json.loads(text) if text.startswith("[") else [json.loads(l) for l in text.splitlines() if l.strip()]
+    return {item["Service"]: item["ID"] for item in items if item.get("Service") and item.get("ID")}
+
+
+def major_version(text: str) -> int | None:
+    match = re.search(r"v?(\d+)\.\d+", text)
+    return int(match.group(1)) if match else None
+
+
+# ---------------------------------------------------------------------------------- commands
+
+@dataclasses.dataclass
+class Completed:
+    code: int
+    out: str
+    err: str
+
+
+class Compose:
+    def __init__(self, settings: ComposeSettings, all_profiles: bool = False):
+        self.settings = settings
+        self.all_profiles = all_profiles  # stop/down must see every service, whatever is enabled
+
+    @property
+    def project(self) -> str:
+        return self.settings.project
+
+    def argv(self, *args: str) -> list[str]:
+        argv = ["docker", "compose", "-p", self.project, "--env-file", str(self.settings.env_file)]
+        for path in self.settings.files:
+            argv += ["-f", str(path)]
+        for profile in (("*",) if self.all_profiles else self.settings.profiles):
+            argv += ["--profile", profile]
+        return argv + list(args)
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # Ambient compose variables would silently change which project or files are used.
+        for var in ("COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "COMPOSE_PROFILES", "COMPOSE_ENV_FILES"):
+            env.pop(var, None)
+        env["KITTY_ENV_FILE"] = str(self.settings.env_file)  # app services' env_file
+        return env
+
+    def run(self, argv: list[str], timeout: float) -> Completed:
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                                  env=self.environment(), stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return Completed(124, "", f"`{' '.join(argv[:2] + argv[-3:])}` did not finish within {timeout:g}s")
+        except FileNotFoundError:
+            return Completed(127, "", f"{argv[0]}: command not found")
+        return Completed(proc.returncode, proc.stdout, proc.stderr)
+
+    def compose(self, *args: str, timeout: float = QUICK) -> Completed:
+        return self.run(self.argv(*args), timeout)
+
+    # --- preflight and model
+
+    def preflight(self) -> list[Problem]:
+        """docker CLI, daemon, compose v2, compose file: the first failure ends the checks."""
+        if shutil.which("docker") is None:
+            return [error("docker", "the docker CLI is not on PATH",
+                          "install Docker (Docker Desktop on macOS, docker.io or docker-ce on Linux), "
+                          "or pass --no-compose / set KITTY_COMPOSE_ENABLED=false", Runbook.DOCKER)]
+        info = self.run(["docker", "version", "--format", "{{.Server.Version}}"], QUICK)
+        if info.code != 0:
+            return [error("docker daemon", f"the Docker daemon is not reachable: {_last_line(info.err)}",
+                          f"{ENGINE_HINT}, then run start-all again", Runbook.DOCKER)]
+        version = self.run(["docker", "compose", "version", "--short"], QUICK)
+        major = major_version(version.out) if version.code == 0 else None
+        if major is None or major < 2:
+            return [error("docker compose", "compose v2 (`docker compose`) is not available"
+                          + (f" (found {version.out.strip()})" if version.code == 0 else ""),
+                          "install the compose v2 plugin (docker-compose-plugin); the Python "
+                          "docker-compose v1 is not supported", Runbook.DOCKER)]
+        missing = [str(p) for p in self.settings.files if not p.is_file()]
+        if missing:
+            return [error("KITTY_COMPOSE_FILE", f"compose file not found: {', '.join(missing)}",
+                          "point KITTY_COMPOSE_FILE at infra/compose/docker-compose.yml "
+                          "(':'-separate override files)", Runbook.COMPOSE_FILE)]
+        try:
+            self.model()
+        except ComposeError as exc:
+            return [exc.problem]
+        return []
+
+    def model(self) -> StackModel:
+        # The resolved model holds interpolated secrets: it is parsed, never printed or logged.
+        result = self.compose("config", "--format", "json")
+        if result.code != 0:
+            raise ComposeError(error(
+                ", ".join(str(p) for p in self.settings.files),
+                f"docker compose rejects the configuration: {_last_line(result.err)}",
+                "fix the compose file or the variable it names in the env file", Runbook.COMPOSE_FILE))
+        return parse_model(json.loads(result.out))
+
+    # --- lifecycle
+
+    def create(self, services: list[str], timeout: float) -> Completed:
+        """Networks, volumes and containers for `services` (pulling missing images), none started.
+        Containers already running with the same configuration are left as they are."""
+        return self.compose("up", "--no-start", "--no-build", *services, timeout=timeout)
+
+    def up(self, service: str, timeout: float) -> Completed:
+        # --no-deps: kitty-ops's own graph has already waited for the dependencies.
+        return self.compose("up", "--detach", "--no-deps", "--no-build", "--no-recreate", service,
+                            timeout=timeout)
+
+    def container_ids(self) -> dict[str, str]:
+        result = self.compose("ps", "--all", "--format", "json")
+        if result.code != 0:
+            raise ComposeError(error("docker compose ps", _last_line(result.err),
+                                     f"check the Docker daemon ({ENGINE_HINT})", Runbook.DOCKER))
+        return parse_ps_ids(result.out)
+
+    def inspect(self, ids: Iterable[str]) -> dict[str, ContainerState]:
+        ids = list(ids)
+        if not ids:
+            return {}
+        result = self.run(["docker", "inspect", *ids], QUICK)
+        # A container removed meanwhile makes inspect exit 1 but still print the others.
+        try:
+            return parse_inspect(json.loads(result.out or "[]"), self.project)
+        except ValueError:
+            return {}
+
+    def states(self) -> dict[str, ContainerState]:
+        return self.inspect(self.container_ids().values())
+
+    def logs(self, service: str, lines: int) -> list[str]:
+        result = self.compose("logs", "--no-color", "--no-log-prefix", "--tail", str(lines), service)
+        return (result.out + result.err).splitlines()[-lines:]
+
+    def stop(self, services: list[str]) -> Completed:
+        timeout = self.settings.stop_timeout
+        return self.compose("stop", "--timeout", str(timeout), *services, timeout=timeout + QUICK)
+
+    def remove(self, services: list[str]) -> Completed:
+        """Stop and remove these services' containers (volumes are kept)."""
+        timeout = self.settings.stop_timeout
+        return self.compose("rm", "--stop", "--force", *services, timeout=timeout + QUICK)
+
+    def down(self) -> Completed:
+        """Containers and network of the project removed; named volumes (the data) kept."""
+        timeout = self.settings.stop_timeout
+        return self.compose("down", "--remove-orphans", "--timeout", str(timeout), timeout=timeout + 60)
+
+    def exec(self, service: str, argv: list[str], timeout: float = QUICK) -> Completed:
+        return self.compose("exec", "-T", service, *argv, timeout=timeout)
+
+
+def _last_line(text: str) -> str:
+    lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
+    return lines[-1] if lines else "no output"

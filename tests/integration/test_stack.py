@@ -1,0 +1,185 @@
+"""The whole stack against a real Docker engine and compose v2: real postgres, redis and
+mosquitto containers (the locally built test image swapped in by tests/docker/compose.test.yml),
+a brain stand-in that reaches the llama server through host.docker.internal, and fake llama
+servers whose load time the tests control."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from datetime import datetime
+
+import pytest
+
+from tests.conftest import REPO, alive, docker, free_port, wait_until
+
+pytestmark = pytest.mark.docker
+
+FAKE_SERVICE = REPO / "tests" / "fakes" / "fake_service.py"
+
+
+def started_at(stack, service: str) -> float:
+    """When docker started the container (epoch seconds)."""
+    text = stack.inspect(service)["State"]["StartedAt"]  # 2026-11-23T14:01:44.123456789Z
+    head, _, frac = text.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{head}.{(frac or '0')[:6]}+00:00").timestamp()
+
+
+def brain_saw(stack) -> dict:
+    """The stand-in brain logs, at start, whether the llama server already answered /health."""
+    logs = stack.compose("logs", "--no-log-prefix", "brain").stdout
+    return json.loads(next(l for l in logs.splitlines() if '"event": "started"' in l))
+
+
+def test_start_follows_the_graph_and_stop_leaves_nothing(stack):
+    stack.stack_env({"q4": "--fake-load-seconds 4"})
+    began = time.time()
+    code, out = stack.json("start", timeout=180)
+    assert code == 0, out
+    by_name = {c["name"]: c for c in out["components"]}
+    assert {n: c["action"] for n, c in by_name.items()} == {
+        "q4": "started", "minio": "started", "mosquitto": "started", "postgres": "started",
+        "redis": "started", "brain": "started"}
+    assert {c["name"]: c["ok"] for c in out["checks"]} == {
+        "postgres SELECT 1": True, "redis PING": True, "mosquitto MQTT": True, "brain /health": True,
+        "published ports": True, "end-to-end": True}
+
+    # Infrastructure did not wait for the model load (4 s); brain waited for the llama server
+    # (the cross-tier edge) and for its compose dependencies.
+    for infra in ("postgres", "redis", "mosquitto", "minio"):
+        assert started_at(stack, infra) - began < 3.5, infra
+    q4_ready = began + 4.0
+    assert started_at(stack, "brain") >= q4_ready - 0.5
+    assert brain_saw(stack)["llama_health"] == "200"
+    for dependency in ("postgres", "redis", "mosquitto"):
+        assert started_at(stack, "brain") > started_at(stack, dependency)
+
+    pid = stack.record("q4")["pid"]
+    code, out = stack.json("stop", timeout=120)
+    assert code == 0, out
+    assert stack.containers() == []  # no container of the project, running or stopped
+    assert not alive(pid)
+    assert not list(stack.logs.glob("llamacpp-*.pid"))
+    volumes = docker("volume", "ls", "--filter", f"label=com.docker.compose.project={stack.compose_project}",
+                     "--format", "{{.Name}}").stdout.split()
+    assert f"{stack.compose_project}_postgres-data" in volumes  # stop keeps the data
+
+
+def test_data_survives_stop_all_and_start_all(stack):
+    stack.stack_env({"q4": ""}, profiles="")
+    assert stack.run("start", timeout=180).returncode == 0
+    rows = "".join(f"({i}, 'row-{i}')," for i in range(50)).rstrip(",")
+    sql = f"CREATE TABLE kept (id int PRIMARY KEY, note text); INSERT INTO kept VALUES {rows};"
+    assert stack.compose("exec", "-T", "postgres", "psql", "-U", "kitty", "-d", "kitty", "-c", sql).returncode == 0
+    for i in range(20):
+        assert stack.compose("exec", "-T", "redis", "redis-cli", "SET", f"key:{i}", f"value-{i}").stdout.strip() == "OK"
+
+    assert stack.run("stop", timeout=120).returncode == 0
+    assert stack.containers() == []
+    assert stack.run("start", timeout=180).returncode == 0
+
+    count = stack.compose("exec", "-T", "postgres", "psql", "-U", "kitty", "-d", "kitty", "-tAc",
+                          "SELECT count(*), sum(id) FROM kept").stdout.strip()
+    assert count == f"50|{sum(range(50))}"
+    values = stack.compose("exec", "-T", "redis", "redis-cli", "MGET", *[f"key:{i}" for i in range(20)]).stdout.split()
+    assert values == [f"value-{i}" for i in range(20)]
+
+
+def test_a_service_that_never_turns_healthy_fails_the_start_and_is_rolled_back(stack):
+    stack.add_override("services:\n  mosquitto:\n    healthcheck:\n      test: [\"CMD\", \"false\"]\n"
+                       "      interval: 500ms\n      retries: 1000\n")
+    stack.stack_env({"q4": ""}, profiles="", KITTY_COMPOSE_TIMEOUT=5)
+    began = time.monotonic()
+    done = stack.run("start", timeout=180)
+    assert done.returncode == 1, done.stderr
+    assert time.monotonic() - began < 40  # the 5 s deadline, plus roll-back; not the 60 s default
+    assert "mosquitto failed: not healthy after" in done.stderr
+    assert "KITTY_COMPOSE_TIMEOUT is 5s" in done.stderr
+    assert "last lines of its log" in done.stderr
+    assert "last healthcheck: exit 1" in done.stderr  # why it is not healthy
+    assert "runbook: ops/runbooks/container-failed.md" in done.stderr
+    assert stack.containers(all_states=False) == []  # nothing half-started
+    assert not list(stack.logs.glob("llamacpp-*.pid"))
+
+
+def test_a_container_that_exits_during_start_fails_at_once_with_its_logs(stack):
+    stack.add_override("services:\n  redis:\n    entrypoint: [\"sh\", \"-c\", "
+                       "\"echo redis-config-is-broken >&2; sleep 1; exit 3\"]\n")
+    stack.stack_env({"q4": "--fake-load-seconds 20"}, profiles="", LLAMACPP_HEALTH_TIMEOUT=60)
+    began = time.monotonic()
+    done = stack.run("start", timeout=180)
+    assert done.returncode == 1, done.stderr
+    assert time.monotonic() - began < 18  # failed fast: did not wait for q4's 20 s load
+    assert "redis failed:" in done.stderr
+    assert "code 3" in done.stderr
+    assert "redis-config-is-broken" in done.stderr  # its last log lines
+    assert stack.containers(all_states=False) == []
+    assert not list(stack.logs.glob("llamacpp-*.pid"))
+
+
+def test_interrupt_during_start_leaves_nothing_half_started(stack):
+    stack.stack_env({"q4": "--fake-load-seconds 30"}, LLAMACPP_HEALTH_TIMEOUT=60)
+    proc = stack.popen("start")
+    assert wait_until(lambda: len(stack.containers(all_states=False)) >= 4, 60, 0.2)
+    assert wait_until(lambda: (stack.logs / "llamacpp-q4.pid").exists(), 10)
+    pid = stack.record("q4")["pid"]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert stack.containers(all_states=False) == []
+    assert wait_until(lambda: not alive(pid), 5)
+
+
+def test_only_the_configured_compose_project_is_touched(stack):
+    stack.stack_env({"q4": ""}, profiles="")
+    bystander = f"bystander-{stack.compose_project}"
+    created = docker("run", "-d", "--name", bystander, "--label", "com.docker.compose.project=someone-else",
+                     "--entrypoint", "sleep", stack.image, "300")
+    assert created.returncode == 0, created.stderr
+    try:
+        assert stack.run("start", timeout=180).returncode == 0
+        assert stack.run("stop", timeout=120).returncode == 0
+        state = docker("inspect", "--format", "{{.State.Running}}", bystander).stdout.strip()
+        assert state == "true"
+    finally:
+        docker("rm", "-f", bystander)
+
+
+def test_native_images_service_waits_for_redis_and_stops_before_it(stack, tmp_path):
+    events = tmp_path / "events.log"
+    api_port = free_port()
+    py = sys.executable
+    stack.stack_env(
+        {"q4": ""}, profiles="", IMAGES_SERVICE_ENABLED="true", IMAGES_SERVICE_PORT=api_port,
+        IMAGES_SERVICE_WORKER_CMD=f'"{py} {FAKE_SERVICE} --name worker --events {events}"',
+        IMAGES_SERVICE_API_CMD=f'"{py} {FAKE_SERVICE} --name api --port {{port}} --events {events}"',
+        IMAGES_SERVICE_WORKER_SETTLE="0.5")
+    code, out = stack.json("start", timeout=180)
+    assert code == 0, out
+    assert ["llama:q4", "compose:minio", "compose:mosquitto", "compose:postgres", "compose:redis"] == out["plan"][0]
+    assert out["plan"][1:] == [["native:images-worker"], ["native:images-api"]]
+    lines = [l.split() for l in events.read_text().splitlines()]
+    assert [l[:2] for l in lines] == [["started", "worker"], ["started", "api"]]
+    assert float(lines[0][2]) > started_at(stack, "redis")
+    assert (stack.logs / "service-images-api.pid").exists()
+
+    code, out = stack.json("stop", timeout=120)
+    assert code == 0, out
+    stops = [l.split()[:2] for l in events.read_text().splitlines() if l.startswith("stopping")]
+    assert stops == [["stopping", "api"], ["stopping", "worker"]]  # the API before its worker
+    assert not list(stack.logs.glob("service-*.pid"))
+
+
+def test_docker_unavailable_is_reported_before_anything_starts(stack):
+    stack.stack_env({"q4": ""})
+    env = {**stack.env(), "DOCKER_HOST": f"unix://{stack.root}/no-such-docker.sock"}
+    import subprocess
+    done = subprocess.run(stack.argv("start"), cwd=stack.root, env=env, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 5, done.stderr
+    assert "Docker daemon is not reachable" in done.stderr
+    assert "ops/runbooks/docker-engine.md" in done.stderr
+    assert not list(stack.logs.glob("llamacpp-*.pid"))
