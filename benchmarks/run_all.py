@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run the three kitty-ops benchmarks one after another (`make bench`).
+"""Run the kitty-ops benchmarks one after another (`make bench`).
 
 Timing never fails a benchmark; a benchmark that crashes (could not start its servers, a server
 left running, ...) does, and makes this exit non-zero. --quick shortens every benchmark.
@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("readiness_latency.py", "stop_time.py", "status_time.py")
+SCRIPTS = ("readiness_latency.py", "stop_time.py", "status_time.py", "stack_start.py")
 QUICK = {
     "readiness_latency.py": ["--runs", "8", "--cli-runs", "2", "--baseline-runs", "2"],
     "stop_time.py": ["--runs", "1"],
     "status_time.py": ["--runs", "5"],
+    "stack_start.py": ["--runs", "1"],
 }
 
 

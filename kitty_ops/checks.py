@@ -38,29 +38,37 @@ class Check:
         return data
 
 
-def after_start(settings: Settings, plan: Graph, compose: Compose | None, model: StackModel | None,
-                progress: Progress) -> list[Check]:
+def service_check(service: str, compose: Compose, model: StackModel) -> Callable[[], Check] | None:
+    """The check of one data service, run as soon as that service is healthy (while the rest
+    of the stack is still starting), or None when the service has none."""
+    checks = {"postgres": lambda: _postgres(compose, model), "redis": lambda: _redis(compose),
+              "mosquitto": lambda: _mqtt(model), "brain": lambda: _brain(model)}
+    return checks.get(service)
+
+
+def final_checks(settings: Settings, plan: Graph, model: StackModel | None) -> list[Callable[[], Check]]:
+    """What can only be checked once everything runs: the published ports and the end-to-end query."""
     jobs: list[Callable[[], Check]] = []
-    services = {n.name for n in plan.of_tier(Tier.COMPOSE)}
-    if compose is not None and model is not None:
-        if "postgres" in services:
-            jobs.append(lambda: _postgres(compose, model))
-        if "redis" in services:
-            jobs.append(lambda: _redis(compose))
-        if "mosquitto" in services:
-            jobs.append(lambda: _mqtt(model))
-        if "brain" in services:
-            jobs.append(lambda: _brain(model))
+    if model is not None and plan.of_tier(Tier.COMPOSE):
         jobs.append(lambda: _ports(plan, model))
     jobs.append(lambda: end_to_end(settings, plan))
+    return jobs
+
+
+def run(jobs: list[Callable[[], Check]]) -> list[Check]:
+    """Run checks at once, each timed; a check that crashes is a failed check."""
+    if not jobs:
+        return []
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        results = list(pool.map(_timed, jobs))
+        return list(pool.map(timed, jobs))
+
+
+def report(results: list[Check], progress: Progress) -> None:
     for check in results:
         progress.event("check", f"{check.name}: {'ok' if check.ok else 'FAILED'} ({check.detail})")
-    return results
 
 
-def _timed(job: Callable[[], Check]) -> Check:
+def timed(job: Callable[[], Check]) -> Check:
     started = time.monotonic()
     try:
         check = job()

@@ -170,7 +170,7 @@ def critical_path(graph: Graph, durations: Mapping[str, float]) -> tuple[float, 
     via: dict[str, str | None] = {}
     for node_id in graph.order():
         deps = graph.nodes[node_id].deps
-        before = max(deps, key=lambda d: finish[d]) if deps else None
+        before = max(sorted(deps), key=lambda d: finish[d]) if deps else None  # ties: by name
         finish[node_id] = (finish[before] if before else 0.0) + durations.get(node_id, 0.0)
         via[node_id] = before
     if not finish:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import subprocess
 import threading
 import time
 from typing import Callable
@@ -69,11 +70,10 @@ def start(settings: Settings, config_problems: list[Problem], selection: Selecti
         compose = Compose(settings.compose) if settings.compose_enabled else None
         model = None
         if compose is not None:
-            problems = compose.preflight()
+            problems, model = compose.preflight()
             if problems:
                 code = Exit.CONFIG if problems[0].runbook is Runbook.COMPOSE_FILE else Exit.UNAVAILABLE
                 return Result("start", code, [], problems)
-            model = compose.model()
         try:
             full, notes = graphs.build([s.name for s in settings.enabled_servers], _natives(settings), model)
         except graphs.CycleError as exc:
@@ -90,7 +90,8 @@ def start(settings: Settings, config_problems: list[Problem], selection: Selecti
         result.notes = notes + result.notes
         result.problems = [p for p in report.problems if not p.is_error] + result.problems
         if result.exit == Exit.OK:
-            result.checks = checks.after_start(settings, plan, compose, model, progress)
+            result.checks = run.early_checks() + checks.run(checks.final_checks(settings, plan, model))
+            checks.report(result.checks, progress)
             if any(not c.ok for c in result.checks):
                 result.exit = Exit.FAILED
                 result.notes.append("the stack is running but a check failed; it was left up to diagnose")
@@ -124,6 +125,16 @@ class _StartRun:
         self.containers_started: list[str] = []  # compose services this run created or started
         self.watch: _ContainerWatch | None = None
         self.started = time.monotonic()
+        # A data service is checked (postgres SELECT 1, ...) as soon as it is healthy, while the
+        # rest still starts; only the end-to-end query waits for everything.
+        self.check_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="check")
+        self.checks: list[concurrent.futures.Future] = []
+
+    def early_checks(self) -> list[checks.Check]:
+        try:
+            return [future.result() for future in self.checks]
+        finally:
+            self.check_pool.shutdown(wait=False)
 
     # --- bookkeeping
 
@@ -133,6 +144,11 @@ class _StartRun:
             self.changed.notify_all()
 
     def finish(self, node_id: str, outcome: Outcome) -> None:
+        node = self.plan.nodes[node_id]
+        if outcome.ok and node.tier is Tier.COMPOSE:
+            check = checks.service_check(node.name, self.compose, self.model)
+            if check is not None:
+                self.checks.append(self.check_pool.submit(checks.timed, check))
         with self.changed:
             self.outcomes[node_id] = outcome
             if outcome.ok:
@@ -185,6 +201,8 @@ class _StartRun:
         finally:
             if self.watch:
                 self.watch.stop()
+            if self.cancel.is_set():
+                self.check_pool.shutdown(wait=False, cancel_futures=True)
         failed = [o for o in self.outcomes.values() if not o.ok and o.action is Action.FAILED]
         if self.llama_result and self.llama_result.exit != Exit.OK:
             failed += [o for o in self.llama_result.outcomes if o.action is Action.FAILED]
@@ -251,7 +269,6 @@ class _StartRun:
         return native.wait_ready(self.settings, launched, deadline, self.cancel, self.progress)
 
     def _create_containers(self, services: list[str]) -> None:
-        before = self.watch.refresh()
         created = self.compose.create(services, timeout=self.settings.compose.health_timeout + 600)
         if created.code != 0:
             detail = (created.err.strip().splitlines() or ["no output"])[-1]
@@ -262,10 +279,10 @@ class _StartRun:
                     runbook=Runbook.CONTAINER_FAILED, component="compose")
             self.cancel.set()
             return
-        # Containers that were not running before this run are ours to remove on a roll-back.
-        self.containers_started = [s for s in services
-                                   if s not in before or before[s].status != "running"]
-        self.watch.refresh()
+        # `up --no-start` starts nothing, so what is not running now was not running before
+        # this run: those containers are ours to remove again on a roll-back.
+        after = self.watch.refresh()
+        self.containers_started = [s for s in services if s not in after or after[s].status != "running"]
 
     def _start_container(self, node: Node) -> Outcome:
         service = self.model.services[node.name]
@@ -384,28 +401,51 @@ def _last(text: str) -> str:
 
 
 class _ContainerWatch:
-    """One poller for every container this run waits on: `docker inspect` of the project's
-    containers, fast at first and then every 250 ms, only while someone waits."""
+    """The states of the project's containers for every waiter of this run. `docker events`
+    streams the engine's start, die and health_status events for the project: each one triggers
+    a single `docker inspect`, so a container turning healthy is seen at once without polling
+    the engine on a busy machine. A refresh at least every second is the safety net (an event
+    stream that died, an event missed between two reads)."""
+
+    SAFETY_REFRESH = 1.0
 
     def __init__(self, compose: Compose, cancel: threading.Event):
         self.compose = compose
         self.cancel = cancel
-        self.ids: dict[str, str] = {}
         self.states: dict[str, ContainerState] = {}
         self.changed = threading.Condition()
-        self.lock = threading.Lock()
-        self.stopped = False
+        self.dirty = threading.Event()
+        self.stopped = threading.Event()
+        self.events = compose.events()
+        threading.Thread(target=self._read_events, name="docker-events", daemon=True).start()
+        threading.Thread(target=self._refresher, name="container-watch", daemon=True).start()
 
-    def refresh(self) -> dict[str, ContainerState]:
-        with self.lock:
-            try:
-                self.ids = self.compose.container_ids()
-            except ComposeError:
-                pass
-            states = self.compose.inspect(self.ids.values())
+    def _read_events(self) -> None:
+        if self.events is None:
+            return
+        for _ in self.events.stdout:
+            self.dirty.set()
+
+    def _refresher(self) -> None:
+        while not self.stopped.is_set():
+            self.dirty.wait(self.SAFETY_REFRESH)
+            self.dirty.clear()
+            if not self.stopped.is_set():
+                self._publish(self.compose.inspect(self.compose.ids.values()))
+
+    def _publish(self, states: dict[str, ContainerState]) -> None:
         with self.changed:
             self.states = states
             self.changed.notify_all()
+
+    def refresh(self) -> dict[str, ContainerState]:
+        """Re-read which containers the project has (after a create), then their states."""
+        try:
+            self.compose.container_ids()
+        except ComposeError:
+            pass
+        states = self.compose.inspect(self.compose.ids.values())
+        self._publish(states)
         return states
 
     def state(self, service: str) -> ContainerState | None:
@@ -413,22 +453,18 @@ class _ContainerWatch:
             return self.states.get(service)
 
     def wait_change(self, timeout: float) -> None:
-        """Poll once (serialised: concurrent waiters share one `docker inspect`), then pause."""
-        if self.lock.acquire(blocking=False):
-            try:
-                states = self.compose.inspect(self.ids.values())
-            finally:
-                self.lock.release()
-            with self.changed:
-                self.states = states
-                self.changed.notify_all()
-            time.sleep(min(timeout, 0.1))
-        else:
-            with self.changed:
-                self.changed.wait(timeout)
+        with self.changed:
+            self.changed.wait(timeout)
 
     def stop(self) -> None:
-        self.stopped = True
+        self.stopped.set()
+        self.dirty.set()
+        if self.events is not None and self.events.poll() is None:
+            self.events.terminate()  # our own child: `docker events`
+            try:
+                self.events.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.events.kill()
 
 
 # ---------------------------------------------------------------------------------------- stop
@@ -442,9 +478,8 @@ def stop(settings: Settings, selection: Selection = Selection(), progress: Progr
         problems: list[Problem] = []
         model, present = None, {}
         if compose is not None:
-            problems = compose.preflight()
+            problems, model = compose.preflight()
             if not problems:
-                model = compose.model()
                 present = compose.states()
         natives = [s for s in settings.images.services
                    if settings.images.enabled or native.running(settings, s) is not None]
