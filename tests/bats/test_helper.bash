@@ -60,6 +60,7 @@ write_fake_env() {
     echo "LLAMACPP_HEALTH_TIMEOUT=20"
     echo "KITTY_STOP_GRACE=3"
     echo "KITTY_LOGS_DIR=$LOGS_DIR"
+    echo "KITTY_COMPOSE_ENABLED=false"  # these tests are about the scripts, not the container tier
     if [[ -n "$extra" ]]; then
       echo "LLAMACPP_Q4_EXTRA_ARGS=\"$extra\""
     fi
