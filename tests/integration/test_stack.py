@@ -183,3 +183,25 @@ def test_docker_unavailable_is_reported_before_anything_starts(stack):
     assert "Docker daemon is not reachable" in done.stderr
     assert "ops/runbooks/docker-engine.md" in done.stderr
     assert not list(stack.logs.glob("llamacpp-*.pid"))
+
+
+@pytest.mark.real_engine
+def test_real_llama_server_answers_through_brain_end_to_end(stack):
+    """The real llama-server and the real Gemma model behind the brain stand-in: start-all's
+    end-to-end query goes to brain's /api/query (KITTY_E2E_URL), which reaches q4 through
+    host.docker.internal. The whole path an operator's query takes."""
+    from tests.conftest import real_engine, real_model
+    model = real_model()
+    ports = stack.stack_env({"q4": ""}, LLAMACPP_SERVER_BIN=real_engine(), LLAMACPP_MODELS_DIR=model.parent,
+                            LLAMACPP_Q4_MODEL=model.name, LLAMACPP_CTX=1024, LLAMACPP_PARALLEL=1,
+                            LLAMACPP_BATCH=256, LLAMACPP_UBATCH=128, LLAMACPP_HEALTH_TIMEOUT=240,
+                            KITTY_E2E_TIMEOUT=180)
+    with open(stack.env_file, "a") as env:
+        env.write(f"KITTY_E2E_URL=http://127.0.0.1:{ports['BRAIN_PORT']}/api/query\n")
+    code, out = stack.json("start", timeout=400)
+    assert code == 0, out
+    e2e = next(c for c in out["checks"] if c["name"] == "end-to-end")
+    assert e2e["ok"] and e2e["url"].endswith("/api/query"), e2e
+    assert brain_saw(stack)["llama_health"] == "200"
+    assert stack.run("stop", timeout=120).returncode == 0
+    assert stack.containers() == []
