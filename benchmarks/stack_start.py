@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, Fakes, header, health_status, verdict, write_tiny_gguf
+from common import Fakes, header, health_status, verdict, write_tiny_gguf
 
 from kitty_ops import graph as graphs
 from kitty_ops.compose import parse_model, parse_ps_ids

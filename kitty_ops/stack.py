@@ -346,7 +346,8 @@ class _StartRun:
                 if outcome is not None and outcome.ok:
                     outcome.action, outcome.ok, outcome.detail = Action.ROLLED_BACK, False, f"removed again: {why}"
             self.containers_started = []
-        for name in sorted(self.launched, key=lambda n: n != "images-api"):  # the API before its worker
+        native_stop_order = [n.name for n in reversed(self.plan.of_tier(Tier.NATIVE))]  # API before worker
+        for name in [n for n in native_stop_order if n in self.launched]:
             launched = self.launched.pop(name)
             stopped = native.stop(self.settings, name, self.progress, launched.popen)
             outcome = self.outcomes.get(f"native:{name}")

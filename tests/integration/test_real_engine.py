@@ -6,10 +6,6 @@ and check that the ports are free and no process is left.
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import pytest
 
 from kitty_ops import ports, probes

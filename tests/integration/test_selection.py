@@ -1,4 +1,4 @@
-"""--only / --skip on the native tier (fake servers, compose off): what an operator selects is
+"""Selecting components (--only, and leaving some out) on the native tier (fake servers, compose off): what an operator selects is
 exactly what starts and stops; an unknown name is a usage error that lists the known ones."""
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ servers whose load time the tests control."""
 from __future__ import annotations
 
 import json
-import os
 import signal
+import subprocess
 import sys
 import time
 from datetime import datetime
@@ -176,7 +176,6 @@ def test_native_images_service_waits_for_redis_and_stops_before_it(stack, tmp_pa
 def test_docker_unavailable_is_reported_before_anything_starts(stack):
     stack.stack_env({"q4": ""})
     env = {**stack.env(), "DOCKER_HOST": f"unix://{stack.root}/no-such-docker.sock"}
-    import subprocess
     done = subprocess.run(stack.argv("start"), cwd=stack.root, env=env, capture_output=True, text=True,
                           timeout=60, stdin=subprocess.DEVNULL)
     assert done.returncode == 5, done.stderr
