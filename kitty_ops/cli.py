@@ -17,7 +17,7 @@ import click
 
 from kitty_ops import __version__, config, lock, probes, records, render, stack, status, validate
 from kitty_ops.compose import ComposeError
-from kitty_ops.exitcodes import DESCRIPTIONS, Exit
+from kitty_ops.exitcodes import DESCRIPTIONS, HEALTH_DESCRIPTIONS, Exit, Health
 from kitty_ops.runbooks import Runbook
 
 env_file_option = click.option(
@@ -34,7 +34,7 @@ def _exit_table() -> str:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-             epilog=f"Exit codes:\n\n{_exit_table()}")
+             epilog=f"Exit codes:\n\n\b\n{_exit_table()}")
 @click.version_option(__version__, prog_name="kitty-ops")
 def cli() -> None:
     """Run the local AI stack: llama-server processes per model role, checked and supervised."""
@@ -161,6 +161,78 @@ def status_cmd(env_file: Path | None, as_json: bool) -> None:
     settings, _ = config.load_settings(env_file)
     servers = status.collect(settings)
     (render.status_json if as_json else render.status_text)(servers, sys.stdout)
+
+
+class MonitoringCommand(click.Command):
+    """A command read by monitoring systems: bad arguments are UNKNOWN (3) with a status line on
+    stdout, not click's usage exit 2, which a monitoring system would read as CRITICAL."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            click.echo(f"KITTY UNKNOWN - bad arguments: {exc.format_message()}")
+            exc.exit_code = Health.UNKNOWN
+            raise
+
+
+def _health_table() -> str:
+    return "\n".join(f"  {int(code):>3}  {code.name:<8} {text}" for code, text in HEALTH_DESCRIPTIONS.items())
+
+
+@cli.command("health", cls=MonitoringCommand,
+             epilog=f"Exit codes (monitoring-plugin convention):\n\n\b\n{_health_table()}")
+@env_file_option
+@json_option
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing when all is OK (cron mails only problems).")
+@click.option("--prometheus", "prometheus_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write this node_exporter textfile-collector file (*.prom), atomically.")
+@click.option("--timeout", type=click.FloatRange(min=0.05, max=60), default=None,
+              help="Seconds each probe may take, connect and read (default KITTY_HEALTH_PROBE_TIMEOUT, 2).")
+@click.option("--deadline", type=click.FloatRange(min=0.1, max=600), default=None,
+              help="Seconds the whole check may take; past it, UNKNOWN (default KITTY_HEALTH_DEADLINE, 10).")
+def health_cmd(env_file: Path | None, as_json: bool, quiet: bool, prometheus_file: Path | None,
+               timeout: float | None, deadline: float | None) -> None:
+    """Check every component at once: llama servers, native services, containers (for cron and
+    monitoring). The first line is a monitoring-plugin status line with performance data."""
+    from kitty_ops import health, health_render, health_run  # only this command needs them
+
+    try:
+        settings, problems = config.load_settings(env_file)
+        own = [p for p in problems if p.is_error and p.subject.startswith("KITTY_HEALTH_")]
+        if own:  # the check's own settings are wrong: bad arguments, in effect
+            click.echo(f"KITTY UNKNOWN - {own[0].subject}: {own[0].message}; {own[0].fix} "
+                       f"(see {own[0].runbook.path})")
+            sys.exit(Health.UNKNOWN)
+        if env_file is not None and not settings.env_file_found:
+            click.echo(f"KITTY UNKNOWN - env file not found: {settings.env_file} "
+                       f"(see {Runbook.CONFIGURATION.path})")
+            sys.exit(Health.UNKNOWN)
+        probe_timeout = timeout or settings.probe_timeout
+        # The default deadline leaves every probe its full timeout; an explicit one is obeyed.
+        overall = deadline or max(settings.health_deadline, probe_timeout + 2)
+        write_failed: list[str] = []
+
+        def write_metrics(report: health_run.Report) -> None:
+            if prometheus_file is None:
+                return
+            try:
+                health_render.write_prometheus(prometheus_file, report)
+            except OSError as exc:
+                write_failed.append(f"cannot write {prometheus_file}: {exc.strerror or exc}; "
+                                    f"see {Runbook.HEALTH_CHECK.path}")
+
+        report = health_run.check(settings, probe_timeout, overall, after=write_metrics)
+        if write_failed:
+            report.notes += write_failed
+            report.level = health.worst([report.level, Health.UNKNOWN])
+    except Exception as exc:  # the check's own failure is UNKNOWN, never a traceback and exit 1
+        click.echo(f"KITTY UNKNOWN - the health check failed: {exc.__class__.__name__}: {exc}; "
+                   f"see {Runbook.HEALTH_CHECK.path}")
+        sys.exit(Health.UNKNOWN)
+    if not (quiet and report.level is Health.OK):
+        (health_render.json_report if as_json else health_render.text)(report, sys.stdout)
+    sys.exit(report.level)
 
 
 @cli.command("logs")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import datetime
 import json
 import os
 import re
@@ -76,6 +77,9 @@ class ContainerState:
     restarts: int
     started_at: str
     last_probe: str = ""  # the last healthcheck's exit code and output, for failure reports
+    image: str = ""
+    probe_seconds: float | None = None  # how long the last healthcheck took
+    started_epoch: float | None = None  # started_at as Unix seconds (None: never started)
 
     def describe(self) -> str:
         if self.status in ("exited", "dead"):
@@ -118,16 +122,37 @@ def parse_inspect(data: Iterable[Mapping], project: str) -> dict[str, ContainerS
         state = item.get("State") or {}
         service = labels.get(SERVICE_LABEL, "")
         probes = (state.get("Health") or {}).get("Log") or []
-        last_probe = ""
+        last_probe, probe_seconds = "", None
         if probes:
             output = " ".join(str(probes[-1].get("Output", "")).split())[:300]
             last_probe = f"exit {probes[-1].get('ExitCode')}{': ' + output if output else ''}"
+            start, end = epoch(probes[-1].get("Start")), epoch(probes[-1].get("End"))
+            probe_seconds = end - start if start is not None and end is not None and end >= start else None
         states[service] = ContainerState(
             service=service, id=str(item.get("Id", ""))[:12], status=str(state.get("Status", "")),
             health=str((state.get("Health") or {}).get("Status", "")),
             exit_code=int(state.get("ExitCode") or 0), restarts=int(item.get("RestartCount") or 0),
-            started_at=str(state.get("StartedAt", "")), last_probe=last_probe)
+            started_at=str(state.get("StartedAt", "")), last_probe=last_probe,
+            image=str((item.get("Config") or {}).get("Image", "")), probe_seconds=probe_seconds,
+            started_epoch=epoch(state.get("StartedAt")))
     return states
+
+
+_RFC3339 = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+
+
+def epoch(text: object) -> float | None:
+    """Docker's RFC 3339 timestamps (nanoseconds, `Z` or an offset) -> Unix seconds; None for
+    the zero time of a container never started, or anything unreadable."""
+    match = _RFC3339.match(str(text or ""))
+    if not match or match.group(1) == "0001":
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction = float("0." + match.group(7)) if match.group(7) else 0.0
+    zone = match.group(8)
+    offset = 0 if zone == "Z" else (1 if zone[0] == "+" else -1) * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
+    stamp = datetime.datetime(year, month, day, hour, minute, second, tzinfo=datetime.timezone.utc).timestamp()
+    return stamp + fraction - offset
 
 
 def parse_ps_ids(text: str) -> dict[str, str]:
@@ -230,9 +255,9 @@ class Compose:
         except ComposeError as exc:
             return exc.problem
 
-    def model(self) -> StackModel:
+    def model(self, timeout: float = QUICK) -> StackModel:
         # The resolved model holds interpolated secrets: it is parsed, never printed or logged.
-        result = self.compose("config", "--format", "json")
+        result = self.compose("config", "--format", "json", timeout=timeout)
         if result.code != 0:
             raise ComposeError(error(
                 ", ".join(str(p) for p in self.settings.files),
@@ -280,6 +305,24 @@ class Compose:
 
     def states(self) -> dict[str, ContainerState]:
         return self.inspect(self.container_ids().values())
+
+    def project_states(self, timeout: float) -> dict[str, ContainerState]:
+        """Every container of the project, straight from the engine by its project label: two
+        quick `docker` calls, without loading the compose project (the health check's path).
+        Raises ComposeError when the engine cannot be asked."""
+        listed = self.run(["docker", "ps", "--all", "--quiet", "--no-trunc", "--filter",
+                           f"label={PROJECT_LABEL}={self.project}"], timeout)
+        if listed.code != 0:
+            raise ComposeError(error("docker daemon", f"the Docker engine does not answer: {_last_line(listed.err)}",
+                                     ENGINE_HINT, Runbook.DOCKER))
+        ids = listed.out.split()
+        if not ids:
+            return {}
+        result = self.run(["docker", "inspect", *ids], timeout)
+        try:
+            return parse_inspect(json.loads(result.out or "[]"), self.project)
+        except ValueError:
+            raise ComposeError(error("docker inspect", _last_line(result.err), ENGINE_HINT, Runbook.DOCKER)) from None
 
     def events(self) -> subprocess.Popen | None:
         """A stream of the project's container events (start, die, health_status), one JSON

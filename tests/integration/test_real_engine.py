@@ -6,9 +6,15 @@ and check that the ports are free and no process is left.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import time
+
 import pytest
 
-from kitty_ops import ports, probes
+from kitty_ops import config, health_run, ports, probes
+from kitty_ops.exitcodes import Health
 from tests.conftest import alive, free_port, real_engine, real_model, write_tiny_gguf
 
 pytestmark = pytest.mark.real_engine
@@ -113,3 +119,46 @@ def test_real_binary_accepts_normalised_operator_spellings(project):
     assert argv.count("--flash-attn") == 1 and "--n_gpu_layers=0" not in argv
     assert project.run("stop").returncode == 0
     assert ports.is_free("127.0.0.1", port_of["q4"])
+
+
+def test_real_server_health_while_loading_when_healthy_and_when_hung(project):
+    real_env(project, {"q4": {}})
+    settings, _ = config.load_settings(project.env_file, environ={"KITTY_PROJECT_DIR": str(project.root)})
+    starting = project.popen("start")
+    seen = []  # (level, status, detail) as health saw q4, sampled while the real model loads
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and starting.poll() is None:
+        q4 = health_run.run(settings, 1.0, 5.0).components[0]
+        seen.append((q4.level, q4.status, q4.detail))
+        if q4.level is Health.OK:
+            break
+        time.sleep(0.005)
+    out, err = starting.communicate(timeout=240)
+    assert starting.returncode == 0, err
+    statuses = [status for _, status, _ in seen]
+    assert statuses[-1] == "healthy", seen[-5:]
+    loading = [(level, detail) for level, status, detail in seen if status == "loading"]
+    assert loading, f"never saw the real server's 503 while loading: {sorted(set(statuses))}"
+    assert all(level is Health.WARNING and "503" in detail for level, detail in loading)
+    assert "down" not in statuses[statuses.index("loading"):]
+
+    done = project.run("health", "--json")
+    report = json.loads(done.stdout)
+    q4 = report["components"][0]
+    assert done.returncode == 0 and (q4["level"], q4["status"]) == ("OK", "healthy")
+    record = project.record("q4")
+    assert q4["version"] == record["engine_version"] and q4["pid"] == record["pid"]
+    assert q4["uptime"] > 0 and q4["latency"] < 1.0
+
+    # Hung (SIGSTOP): the port still accepts connections, nothing answers.
+    os.kill(record["pid"], signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        hung = project.run("health", "--timeout", "1")
+        assert time.monotonic() - began < 3.0
+        assert hung.returncode == 2
+        assert hung.stdout.startswith("KITTY CRITICAL - 0/1 healthy; critical: q4 unhealthy (timed out")
+    finally:
+        os.kill(record["pid"], signal.SIGCONT)
+    assert project.run("health", "--quiet").returncode == 0
+    assert project.run("stop").returncode == 0

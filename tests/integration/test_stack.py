@@ -5,6 +5,7 @@ servers whose load time the tests control."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -135,17 +136,23 @@ def test_interrupt_during_start_leaves_nothing_half_started(stack):
 
 def test_only_the_configured_compose_project_is_touched(stack):
     stack.stack_env({"q4": ""}, profiles="")
-    bystander = f"bystander-{stack.compose_project}"
-    created = docker("run", "-d", "--name", bystander, "--label", "com.docker.compose.project=someone-else",
+    with bystander(stack) as name:
+        assert stack.run("start", timeout=180).returncode == 0
+        assert stack.run("stop", timeout=120).returncode == 0
+        assert docker("inspect", "--format", "{{.State.Running}}", name).stdout.strip() == "true"
+
+
+@contextlib.contextmanager
+def bystander(stack):
+    """A running container of another compose project, which kitty-ops must never touch."""
+    name = f"bystander-{stack.compose_project}"
+    created = docker("run", "-d", "--name", name, "--label", "com.docker.compose.project=someone-else",
                      "--entrypoint", "sleep", stack.image, "300")
     assert created.returncode == 0, created.stderr
     try:
-        assert stack.run("start", timeout=180).returncode == 0
-        assert stack.run("stop", timeout=120).returncode == 0
-        state = docker("inspect", "--format", "{{.State.Running}}", bystander).stdout.strip()
-        assert state == "true"
+        yield name
     finally:
-        docker("rm", "-f", bystander)
+        docker("rm", "-f", name)
 
 
 def test_native_images_service_waits_for_redis_and_stops_before_it(stack, tmp_path):
@@ -204,3 +211,42 @@ def test_real_llama_server_answers_through_brain_end_to_end(stack):
     assert brain_saw(stack)["llama_health"] == "200"
     assert stack.run("stop", timeout=120).returncode == 0
     assert stack.containers() == []
+
+
+def test_health_sees_every_container_and_a_container_stopped_behind_its_back(stack):
+    stack.stack_env({"q4": ""})
+    with bystander(stack) as other:
+        assert stack.run("start", timeout=180).returncode == 0
+        done = stack.run("health", "--json", timeout=60)
+        report = json.loads(done.stdout)
+        parts = {c["name"]: c for c in report["components"]}
+        assert done.returncode == 0, report
+        assert set(parts) == {"q4", "postgres", "redis", "mosquitto", "minio", "brain"}  # no bystander
+        assert all(c["level"] == "OK" for c in parts.values()), report
+        assert parts["brain"]["dependencies"] == {"mosquitto": "healthy", "postgres": "healthy",
+                                                  "q4": "healthy", "redis": "healthy"}
+        postgres = parts["postgres"]
+        assert postgres["version"] == stack.image
+        assert postgres["container"] == stack.inspect("postgres")["Id"][:12]
+        assert postgres["uptime"] >= 0 and postgres["latency"] is not None  # docker's own probe time
+        assert done.stdout and "KITTY" not in done.stdout.splitlines()[0]  # --json is JSON only
+
+        # Stopped outside kitty-ops: health says so, and what depends on it shows it.
+        assert docker("stop", "--time", "1", f"{stack.compose_project}-redis-1").returncode == 0
+        done = stack.run("health", "--json", timeout=60)
+        report = json.loads(done.stdout)
+        parts = {c["name"]: c for c in report["components"]}
+        assert done.returncode == 2
+        assert (parts["redis"]["level"], parts["redis"]["status"]) == ("CRITICAL", "down")
+        assert parts["redis"]["detail"].startswith("exited with code")
+        assert parts["redis"]["runbook"] == "ops/runbooks/container-failed.md"
+        assert parts["brain"]["dependencies"]["redis"] == "down"
+
+        # The engine unreachable: every container is CRITICAL and names the Docker runbook.
+        env = {**stack.env(), "DOCKER_HOST": f"unix://{stack.root}/no-such-docker.sock"}
+        done = subprocess.run(stack.argv("health"), cwd=stack.root, env=env, capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL)
+        assert done.returncode == 2
+        assert "Docker engine does not answer" in done.stdout
+        assert "ops/runbooks/docker-engine.md" in done.stdout
+        assert docker("inspect", "--format", "{{.State.Running}}", other).stdout.strip() == "true"

@@ -1,0 +1,195 @@
+"""The health report: one verdict per component and one for the stack. Pure: observations in,
+levels and words out; health_run.py gathers the observations, health_render.py prints them.
+
+Each component gets a monitoring-plugin level (OK, WARNING, CRITICAL, UNKNOWN) and a status word
+as a service's own /health would say it (healthy, loading, starting, unhealthy, down, unknown).
+The stack's level is the worst component's; UNKNOWN ranks below CRITICAL, because "the API is
+down" is what an operator must read first, but above WARNING, since a part nobody could check
+may be down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+from kitty_ops import probes, procs
+from kitty_ops.compose import ContainerState
+from kitty_ops.exitcodes import Health as Level
+from kitty_ops.observe import Observed
+from kitty_ops.runbooks import Runbook
+
+SEVERITY = (Level.OK, Level.WARNING, Level.UNKNOWN, Level.CRITICAL)  # least to most urgent
+STARTING_GRACE = 30.0  # seconds a live process may refuse connections before that is CRITICAL
+
+
+@dataclasses.dataclass
+class Component:
+    name: str
+    tier: str  # llama | native | compose
+    level: Level
+    status: str  # healthy | loading | starting | unhealthy | down | unknown
+    detail: str
+    service: str = ""  # what it calls itself: the llama alias, the compose service
+    version: str | None = None  # engine version, or the container's image
+    uptime: float | None = None  # seconds
+    latency: float | None = None  # seconds the health probe took (docker's own probe for containers)
+    url: str | None = None
+    pid: int | None = None
+    container: str | None = None
+    dependencies: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> status
+    needs: tuple[str, ...] = ()  # names of the components it depends on
+    log_tail: list[str] = dataclasses.field(default_factory=list)
+    runbook: Runbook | None = None
+
+    def as_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["level"] = self.level.name
+        data["runbook"] = self.runbook.path if self.runbook else None
+        data["latency"] = None if self.latency is None else round(self.latency, 4)
+        data["uptime"] = None if self.uptime is None else round(self.uptime, 1)
+        del data["needs"]
+        return data
+
+
+def worst(levels: Sequence[Level]) -> Level:
+    return max(levels, key=SEVERITY.index, default=Level.OK)
+
+
+# ------------------------------------------------------------------------ recorded processes
+
+def from_process(observed: Observed, tier: str, service: str, enabled: bool, url: str | None,
+                 failure_runbook: Runbook) -> Component | None:
+    """A llama server or native service from its record, process and health probe. None for
+    a disabled component with no record: there is nothing to report."""
+    base = Component(observed.name, tier, Level.OK, "healthy", "", service=service, url=url)
+    record = observed.record
+    if record is not None:
+        base.pid, base.version = record.pid, record.engine_version or None
+        base.url = (record.url + "/health") if (url and record.url) else url
+    if not observed.recorded:
+        if not enabled:
+            return None
+        return _set(base, Level.CRITICAL, "down", "not running: no record (start it with start-all)",
+                    failure_runbook)
+    if observed.liveness is not procs.Liveness.OURS:
+        base.log_tail = list(observed.log_tail)
+        detail = observed.death()
+        if observed.log_tail:
+            detail += f"; last log line: {observed.log_tail[-1].strip()[:200]}"
+        return _set(base, Level.CRITICAL, "down", detail, _runbook_for_death(observed, failure_runbook))
+    base.uptime = observed.uptime
+    probe = observed.probe
+    suspended = " (the process is suspended: SIGSTOP or a debugger)" if observed.suspended else ""
+    if probe is None:  # no health endpoint: alive and provably ours is all there is to know
+        if observed.suspended:
+            return _set(base, Level.CRITICAL, "unhealthy", "alive but suspended (SIGSTOP or a debugger)",
+                        failure_runbook)
+        return _set(base, Level.OK, "healthy", f"running (pid {base.pid}; no health endpoint)")
+    base.latency = probe.latency
+    if probe.health is probes.Health.READY:
+        return _set(base, Level.OK, "healthy", "ok")
+    if probe.health is probes.Health.LOADING:
+        return _set(base, Level.WARNING, "loading", f"{probe.detail or 'loading model'} (HTTP 503)",
+                    Runbook.SERVER_TIMEOUT if tier == "llama" else failure_runbook)
+    if probe.health is probes.Health.REFUSED and (observed.uptime or 0) < STARTING_GRACE and not suspended:
+        return _set(base, Level.WARNING, "starting", "not listening yet (just started)", failure_runbook)
+    if probe.health is probes.Health.REFUSED:
+        return _set(base, Level.CRITICAL, "unhealthy",
+                    f"process alive but its port refuses connections{suspended}", failure_runbook)
+    return _set(base, Level.CRITICAL, "unhealthy", f"{probe.detail}{suspended}", failure_runbook)
+
+
+def _runbook_for_death(observed: Observed, default: Runbook) -> Runbook:
+    text = " ".join(observed.log_tail).lower()
+    if any(hint in text for hint in ("out of memory", "failed to allocate", "cannot allocate", "oom")):
+        return Runbook.OUT_OF_MEMORY
+    if observed.liveness is procs.Liveness.FOREIGN or observed.bad_record:
+        return Runbook.STALE_PID
+    return default
+
+
+def _set(component: Component, level: Level, status: str, detail: str,
+         runbook: Runbook | None = None) -> Component:
+    component.level, component.status, component.detail = level, status, detail
+    component.runbook = runbook if level is not Level.OK else None
+    return component
+
+
+# ------------------------------------------------------------------------------- containers
+
+def from_container(service: str, state: ContainerState | None, has_healthcheck: bool,
+                   now: float) -> Component:
+    """A compose service from its container as the engine reports it, docker's own healthcheck
+    included (it runs inside the container every few seconds, so it is fresher than anything a
+    cron job could add and costs nothing to read)."""
+    base = Component(service, "compose", Level.OK, "healthy", "", service=service)
+    if state is None:
+        return _set(base, Level.CRITICAL, "down", "no container (start it with start-all)",
+                    Runbook.CONTAINER_FAILED)
+    base.container, base.version = state.id, state.image or None
+    base.latency = state.probe_seconds
+    if state.started_epoch and state.status == "running":
+        base.uptime = max(0.0, now - state.started_epoch)
+    probe = f"; last healthcheck: {state.last_probe}" if state.last_probe else ""
+    if state.status == "running":
+        if state.health == "healthy" or (not state.health and not has_healthcheck):
+            return _set(base, Level.OK, "healthy", "running, healthy" if state.health else "running (no healthcheck)")
+        if state.health == "starting":
+            return _set(base, Level.WARNING, "starting", f"running, healthcheck starting{probe}",
+                        Runbook.CONTAINER_FAILED)
+        return _set(base, Level.CRITICAL, "unhealthy", f"running but {state.health or 'not checked'}{probe}",
+                    Runbook.CONTAINER_FAILED)
+    if state.status == "restarting":
+        return _set(base, Level.CRITICAL, "down",
+                    f"crash-looping ({state.restarts} restarts, last exit code {state.exit_code})",
+                    Runbook.CONTAINER_FAILED)
+    if state.status == "paused":
+        return _set(base, Level.CRITICAL, "unhealthy", "paused (docker pause)", Runbook.CONTAINER_FAILED)
+    return _set(base, Level.CRITICAL, "down", state.describe(), Runbook.CONTAINER_FAILED)
+
+
+# --------------------------------------------------------------------------------- the stack
+
+def link_dependencies(components: list[Component]) -> None:
+    """Fill each component's `dependencies` with the status of what it needs."""
+    by_name = {c.name: c for c in components}
+    for component in components:
+        component.dependencies = {n: (by_name[n].status if n in by_name else "unknown")
+                                  for n in component.needs}
+
+
+def summary(components: Sequence[Component]) -> str:
+    """The text after `KITTY <LEVEL> - `: the count, then each component that is not OK."""
+    if not components:
+        return "no component is enabled"
+    healthy = sum(c.level is Level.OK for c in components)
+    parts = [f"{healthy}/{len(components)} healthy"]
+    bad = [c for c in components if c.level is not Level.OK]
+    detailed = len(bad) <= 3  # a status line stays one readable line; the table has the rest
+    for grade in reversed(SEVERITY[1:]):
+        named = [f"{c.name} {c.status}" + (f" ({_short(c.detail)})" if detailed else "")
+                 for c in bad if c.level is grade]
+        if named:
+            parts.append(f"{grade.name.lower()}: {', '.join(named)}")
+    return "; ".join(parts)
+
+
+def _short(detail: str, limit: int = 80) -> str:
+    detail = detail.split("; last")[0]
+    return detail if len(detail) <= limit else detail[:limit - 1] + "…"
+
+
+def perfdata(components: Sequence[Component], warn: float | None, crit: float) -> str:
+    """Monitoring-plugin performance data: 'q4_latency'=0.012s;WARN;CRIT;0; for every component
+    with a measured probe."""
+    fields = []
+    for c in components:
+        if c.latency is not None:
+            label = f"{c.name}_latency".replace("'", "")
+            fields.append(f"'{label}'={c.latency:.3f}s;{'' if warn is None else f'{warn:g}'};{crit:g};0;")
+    return " ".join(fields)
+
+
+def counts(components: Sequence[Component]) -> Mapping[str, int]:
+    return {level.name: sum(c.level is level for c in components) for level in Level}

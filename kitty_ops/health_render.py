@@ -1,0 +1,104 @@
+"""The health report for the three readers it has: a monitoring system (one status line with
+performance data, then the details), a program (versioned JSON) and Prometheus (a textfile-
+collector file, written atomically so node_exporter never reads half of one)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO
+
+from kitty_ops import health, records
+from kitty_ops.exitcodes import Health as Level
+from kitty_ops.health_run import Report
+from kitty_ops.render import duration, table, to_json
+
+PREFIX = "KITTY"
+
+
+def status_line(report: Report) -> str:
+    """`KITTY OK - 8/8 healthy | 'q4_latency'=0.012s;;2;0; ...`: the first line every
+    monitoring plugin prints, and all that most of them keep."""
+    perf = health.perfdata(report.components, None, report.probe_timeout)
+    perf += f"{' ' if perf else ''}'check_time'={report.seconds:.3f}s;;{report.deadline:g};0;"
+    return f"{PREFIX} {report.level.name} - {report.summary} | {perf}"
+
+
+def text(report: Report, out: IO[str]) -> None:
+    out.write(status_line(report) + "\n")
+    if report.components:
+        rows = [(c.name, c.tier, c.level.name, c.status,
+                 "-" if c.latency is None else f"{c.latency * 1000:.0f}ms", duration(c.uptime),
+                 ", ".join(f"{n}={s}" for n, s in c.dependencies.items()) or "-", c.detail)
+                for c in report.components]
+        out.write(table(rows, ["NAME", "TIER", "LEVEL", "STATUS", "LATENCY", "UPTIME", "NEEDS", "DETAIL"]) + "\n")
+    for c in report.components:
+        if c.level is Level.OK:
+            continue
+        if c.log_tail:
+            out.write(f"\n{c.name}: last lines of its log:\n")
+            out.writelines(f"  {line}\n" for line in c.log_tail)
+        if c.runbook:
+            out.write(f"{c.name}: see {c.runbook.path}\n")
+
+
+def json_report(report: Report, out: IO[str]) -> None:
+    to_json("health", {
+        "status": report.level.name,
+        "exit_code": int(report.level),
+        "summary": report.summary,
+        "checked_at": datetime.fromtimestamp(report.checked_at, timezone.utc).isoformat(timespec="milliseconds"),
+        "seconds": round(report.seconds, 4),
+        "probe_timeout": report.probe_timeout,
+        "deadline": report.deadline,
+        "counts": dict(health.counts(report.components)),
+        "components": [c.as_dict() for c in report.components],
+        "notes": report.notes,
+    }, out)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def prometheus(report: Report) -> str:
+    """The report in the Prometheus text exposition format (version 0.0.4)."""
+    lines = []
+
+    def family(name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            rendered = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+            number = "NaN" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(float(value))
+            lines.append(f"{name}{{{rendered}}} {number}" if rendered else f"{name} {number}")
+
+    def who(c: health.Component) -> dict[str, str]:
+        return {"component": c.name, "tier": c.tier}
+
+    family("kitty_health_status", "gauge",
+           "Worst state of the stack: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (monitoring-plugin codes).",
+           [({}, int(report.level))])
+    family("kitty_health_check_duration_seconds", "gauge", "How long the health check took.",
+           [({}, report.seconds)])
+    family("kitty_health_last_run_timestamp_seconds", "gauge", "When the health check ran (Unix time).",
+           [({}, report.checked_at)])
+    family("kitty_component_up", "gauge", "1 when the component is healthy, else 0.",
+           [(who(c), 1 if c.level is Level.OK else 0) for c in report.components])
+    family("kitty_component_status", "gauge",
+           "State of the component: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+           [(who(c), int(c.level)) for c in report.components])
+    family("kitty_component_probe_seconds", "gauge",
+           "How long the component's health probe took (docker's own healthcheck for containers).",
+           [(who(c), c.latency) for c in report.components if c.latency is not None])
+    family("kitty_component_uptime_seconds", "gauge", "Seconds since the component's process or container started.",
+           [(who(c), c.uptime) for c in report.components if c.uptime is not None])
+    return "\n".join(lines) + "\n"
+
+
+def write_prometheus(path: Path, report: Report) -> None:
+    """Temp file in the same directory, fsync, rename: the collector sees the old file or the new
+    one, never a partial one. Its temp name does not end in .prom, so it is never collected.
+    0644: node_exporter usually runs as another user, and the file holds no secret."""
+    records.write_atomic(path, prometheus(report), mode=0o644)
