@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from kitty_ops import graph, health, lock, records
+from kitty_ops import compose_outline, graph, health, lock, records
 from kitty_ops.compose import Compose, ComposeError, StackModel
 from kitty_ops.config import Settings
 from kitty_ops.exitcodes import Health as Level
@@ -149,7 +149,8 @@ def _compose(settings: Settings, deadline: float, seen_model: dict[str, StackMod
 
     def load_model() -> None:
         try:
-            model_box["model"] = compose.model(timeout=remaining)
+            model_box["model"] = compose_outline.cached_model(
+                settings.logs_dir / "compose-outline.json", settings.compose, lambda: compose.model(timeout=remaining))
         except ComposeError as exc:
             model_box["model"] = exc
 
