@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import signal
 import sys
 import time
@@ -233,6 +234,82 @@ def health_cmd(env_file: Path | None, as_json: bool, quiet: bool, prometheus_fil
     if not (quiet and report.level is Health.OK):
         (health_render.json_report if as_json else health_render.text)(report, sys.stdout)
     sys.exit(report.level)
+
+
+def _backup_settings(env_file: Path | None, as_json: bool) -> config.Settings:
+    settings, problems = config.load_settings(env_file)
+    own = [p for p in problems if p.is_error and p.subject.startswith(("KITTY_BACKUP_", "MINIO_PORT"))]
+    if env_file is not None and not settings.env_file_found:
+        _fail(Exit.CONFIG, f"env file not found: {settings.env_file}; see {Runbook.CONFIGURATION.path}", as_json)
+    if own:
+        _fail(Exit.CONFIG, f"{own[0].subject}: {own[0].message}; {own[0].fix}; see {own[0].runbook.path}", as_json)
+    return settings
+
+
+def _backup_exit(outcome, as_json: bool) -> None:
+    (render.backup_json(outcome, sys.stdout) if as_json else render.backup_text(outcome, sys.stdout, sys.stderr))
+    sys.exit(Exit.OK if outcome.ok else Exit.FAILED)
+
+
+@cli.command("backup")
+@env_file_option
+@click.option("--keep", type=click.IntRange(min=0), default=None,
+              help="Then keep only the newest N complete backups (default KITTY_BACKUP_KEEP; 0 keeps all).")
+@click.option("--label", default="", metavar="WORD", help="Appended to the backup's name (a-z, 0-9, '-').")
+@json_option
+def backup_cmd(env_file: Path | None, keep: int | None, label: str, as_json: bool) -> None:
+    """Back up postgres, redis, the S3 objects and .env into one verified directory."""
+    from kitty_ops import backup  # noqa: PLC0415 (only these commands need it)
+    if label and not re.fullmatch(r"[a-z0-9][a-z0-9-]*", label):
+        raise click.UsageError(f"--label {label!r}: use a-z, 0-9 and '-'")
+    settings = _backup_settings(env_file, as_json)
+    _interrupt_on_sigterm()
+    progress = render.progress_for(sys.stderr)
+    _backup_exit(_run_locked(lambda: backup.backup(settings, label, keep, progress), as_json, progress), as_json)
+
+
+@cli.command("verify-backup")
+@env_file_option
+@click.argument("backup_name", metavar="[NAME|PATH]", required=False)
+@json_option
+def verify_backup_cmd(env_file: Path | None, backup_name: str | None, as_json: bool) -> None:
+    """Re-hash every file of a backup (default: the newest) and read each artifact with its tool."""
+    from kitty_ops import backup  # noqa: PLC0415
+    _backup_exit(backup.verify(_backup_settings(env_file, as_json), backup_name), as_json)
+
+
+@cli.command("list-backups")
+@env_file_option
+@json_option
+def list_backups_cmd(env_file: Path | None, as_json: bool) -> None:
+    """The backups under KITTY_BACKUP_DIR, oldest first, and leftovers of interrupted ones."""
+    from kitty_ops import backup  # noqa: PLC0415
+    found = backup.backups(_backup_settings(env_file, as_json))
+    (render.backups_json if as_json else render.backups_text)(found, sys.stdout)
+
+
+@cli.command("restore")
+@env_file_option
+@click.argument("backup_name", metavar="[NAME|PATH]", required=False)
+@click.option("--yes", is_flag=True, help="Do not ask (required when there is no terminal).")
+@json_option
+def restore_cmd(env_file: Path | None, backup_name: str | None, yes: bool, as_json: bool) -> None:
+    """Restore a backup (default: the newest) over the current state, after verifying it and
+    taking a safety backup of what is there now."""
+    from kitty_ops import backup  # noqa: PLC0415
+    settings = _backup_settings(env_file, as_json)
+    if not yes:
+        if not sys.stdin.isatty():
+            _fail(Exit.USAGE, "refusing to restore without --yes: there is no terminal to confirm on", as_json)
+        try:
+            shown = backup.resolve(settings, backup_name)
+        except backup.BadBackup as exc:
+            _fail(Exit.FAILED, f"{exc}; see {Runbook.BACKUP.path}", as_json)
+        if not click.confirm(f"Restore {shown} over the current state? A safety backup is taken first"):
+            _fail(Exit.USAGE, "not confirmed; nothing was changed", as_json)
+    _interrupt_on_sigterm()
+    progress = render.progress_for(sys.stderr)
+    _backup_exit(_run_locked(lambda: backup.restore(settings, backup_name, progress), as_json, progress), as_json)
 
 
 @cli.command("logs")

@@ -113,6 +113,7 @@ class Settings:
     e2e_timeout: float
     probe_timeout: float  # `health`: seconds each probe may take, connect and read
     health_deadline: float  # `health`: seconds the whole check may take before it is UNKNOWN
+    backup: "BackupSettings"
 
     @property
     def compose_enabled(self) -> bool:
@@ -137,6 +138,27 @@ class ComposeSettings:
     health_timeout: float  # per container, from `up` to healthy
     stop_timeout: int  # seconds compose gives a container between SIGTERM and SIGKILL
     env_file: Path
+
+
+BACKUP_PARTS = ("postgres", "redis", "objects", "env")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackupSettings:
+    """Where backups go and what they hold."""
+
+    dir: Path  # each backup is a directory under it
+    keep: int  # after a backup, keep this many complete ones (0: keep all)
+    parts: tuple[str, ...]  # a subset of BACKUP_PARTS
+    database_url: str = dataclasses.field(repr=False)  # empty: pg_dump in the compose postgres service
+    postgres_user: str = "kitty"
+    postgres_db: str = "kitty"
+    s3_url: str = "http://127.0.0.1:9000"
+    s3_access_key: str = dataclasses.field(default="kitty", repr=False)
+    s3_secret_key: str = dataclasses.field(default="", repr=False)
+    buckets: tuple[str, ...] = ()  # empty: every bucket the endpoint lists
+    redis_timeout: float = 120.0  # seconds for BGSAVE to finish
+    dump_timeout: float = 3600.0  # seconds for pg_dump / pg_restore
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,6 +326,7 @@ def _build(values: Mapping[str, str], problems: list[Problem], project_dir: Path
         e2e_timeout=read.number(("KITTY_E2E_TIMEOUT",), 120.0, 1, 3600, "seconds"),
         probe_timeout=read.number(("KITTY_HEALTH_PROBE_TIMEOUT",), 2.0, 0.05, 60, "seconds"),
         health_deadline=read.number(("KITTY_HEALTH_DEADLINE",), 10.0, 0.1, 600, "seconds"),
+        backup=_backup(read, project_dir),
     )
 
 
@@ -372,6 +395,28 @@ def _images(read: _Reader, project_dir: Path) -> NativeServices:
         needs=("native:images-worker",),
     )
     return NativeServices(enabled=enabled, services=(worker, api))
+
+
+def _backup(read: _Reader, project_dir: Path) -> BackupSettings:
+    parts = tuple(p.strip() for p in read.text(("KITTY_BACKUP_PARTS",), ",".join(BACKUP_PARTS)).split(",") if p.strip())
+    for part in parts:
+        if part not in BACKUP_PARTS:
+            read._bad("KITTY_BACKUP_PARTS", part, f"a comma-separated subset of {','.join(BACKUP_PARTS)}")
+    port = read.integer(("MINIO_PORT",), 9000, 1, 65535, "a TCP port")
+    return BackupSettings(
+        dir=_path(project_dir, read.text(("KITTY_BACKUP_DIR",), "~/KITTY_backups")),
+        keep=read.integer(("KITTY_BACKUP_KEEP",), 0, 0, 100000, "a number of backups (0: keep all)"),
+        parts=tuple(p for p in parts if p in BACKUP_PARTS),
+        database_url=read.text(("KITTY_BACKUP_DATABASE_URL",), ""),
+        postgres_user=read.text(("POSTGRES_USER",), "kitty"),
+        postgres_db=read.text(("POSTGRES_DB",), read.text(("POSTGRES_USER",), "kitty")),
+        s3_url=read.text(("KITTY_BACKUP_S3_URL",), f"http://127.0.0.1:{port}"),
+        s3_access_key=read.text(("MINIO_ROOT_USER",), "kitty"),
+        s3_secret_key=read.text(("MINIO_ROOT_PASSWORD",), ""),
+        buckets=tuple(b.strip() for b in read.text(("KITTY_BACKUP_BUCKETS",), "").split(",") if b.strip()),
+        redis_timeout=read.number(("KITTY_BACKUP_REDIS_TIMEOUT",), 120.0, 1, 86400, "seconds"),
+        dump_timeout=read.number(("KITTY_BACKUP_TIMEOUT",), 3600.0, 1, 7 * 86400, "seconds"),
+    )
 
 
 def _server_names(read: _Reader) -> list[str]:

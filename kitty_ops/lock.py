@@ -17,10 +17,18 @@ class LockBusy(Exception):
         self.holder = holder
 
 
+_HELD_HERE: set[Path] = set()  # locks this process holds: taking one again is a no-op
+
+
 @contextlib.contextmanager
 def held(path: Path, timeout: float, what: str) -> Iterator[None]:
     """flock(2) on `path`, waiting up to `timeout` seconds. The kernel drops the lock when the
-    holder dies, so a crashed run never leaves the project locked."""
+    holder dies, so a crashed run never leaves the project locked. Re-entrant within one process
+    (a restore holds the lock through the stop and start it runs)."""
+    key = path.resolve()
+    if key in _HELD_HERE:
+        yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -36,7 +44,11 @@ def held(path: Path, timeout: float, what: str) -> Iterator[None]:
                 time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}: kitty-ops {what}\n".encode(), 0)
-        yield
+        _HELD_HERE.add(key)
+        try:
+            yield
+        finally:
+            _HELD_HERE.discard(key)
     finally:
         os.close(fd)
 

@@ -222,3 +222,45 @@ def status_text(servers: list[ServerStatus], out: IO[str]) -> None:
 
 def status_json(servers: list[ServerStatus], out: IO[str]) -> None:
     to_json("status", {"servers": [s.as_dict() for s in servers]}, out)
+
+
+# ------------------------------------------------------------------------------------------ backup
+
+def backup_text(outcome, out: IO[str], err: IO[str]) -> None:
+    """A backup, verify or restore: one row per step, then the verdict and what to do."""
+    if outcome.steps:
+        rows = [(s.name, "ok" if s.ok else "FAILED", f"{s.seconds:.1f}s", s.detail) for s in outcome.steps]
+        out.write(table(rows, ["STEP", "RESULT", "TIME", "DETAIL"]) + "\n")
+    if outcome.ok:
+        where = f": {outcome.path}" if outcome.path else ""
+        out.write(f"\n{outcome.operation} ok{where} ({outcome.seconds:.1f}s)\n")
+        if outcome.safety:
+            out.write(f"the state before the restore is kept in {outcome.safety}\n")
+        for name in outcome.pruned:
+            out.write(f"pruned old backup {name}\n")
+    else:
+        err.write(f"\nkitty-ops {outcome.operation}: {outcome.error}\n")
+        if outcome.runbook:
+            err.write(f"  runbook: {outcome.runbook.path}\n")
+
+
+def backup_json(outcome, out: IO[str]) -> None:
+    to_json(outcome.operation, {
+        "ok": outcome.ok, "path": str(outcome.path) if outcome.path else None,
+        "steps": [vars(s) for s in outcome.steps], "error": outcome.error or None,
+        "runbook": outcome.runbook.path if outcome.runbook else None, "pruned": outcome.pruned,
+        "safety_backup": str(outcome.safety) if outcome.safety else None, "seconds": round(outcome.seconds, 3),
+    }, out)
+
+
+def backups_text(found, out: IO[str]) -> None:
+    rows = [(b.name, "complete" if b.complete else "INCOMPLETE", b.created_at or "-",
+             size(b.size) if b.complete else "-", ",".join(b.parts) or "-", b.detail) for b in found]
+    out.write(table(rows, ["NAME", "STATE", "CREATED", "SIZE", "PARTS", "DETAIL"]) + "\n" if rows
+              else "no backups yet\n")
+
+
+def backups_json(found, out: IO[str]) -> None:
+    to_json("list-backups", {"backups": [
+        {"name": b.name, "path": str(b.path), "complete": b.complete, "created_at": b.created_at or None,
+         "size": b.size, "parts": list(b.parts), "detail": b.detail} for b in found]}, out)

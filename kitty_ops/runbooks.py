@@ -26,6 +26,7 @@ class Runbook(str, enum.Enum):
     NATIVE_SERVICE = "native-service-failed"
     E2E = "end-to-end-check"
     HEALTH_CHECK = "health-check"
+    BACKUP = "backup-restore"
 
     @property
     def path(self) -> str:

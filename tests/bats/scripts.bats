@@ -1,7 +1,8 @@
 #!/usr/bin/env bats
 # bats's `run --separate-stderr` sets $stderr and $stderr_lines.
 # shellcheck disable=SC2154
-# The shell entry points ops/scripts/start-all.sh, stop-all.sh and health-check.sh: argument pass-through, exit
+# The shell entry points ops/scripts/*.sh (start-all, stop-all, health-check, backup-state,
+# restore-state): argument pass-through, exit
 # codes kept from the CLI, a real start/stop round trip against the fake llama-server, the
 # missing-install message, and shell hygiene (shellcheck, strict mode).
 
@@ -103,9 +104,39 @@ teardown() {
   [[ "${lines[0]}" == "KITTY UNKNOWN - bad arguments: No such option"* ]] || fail "first line: ${lines[0]}"
 }
 
+@test "backup-state.sh, verify-backup, restore-state.sh: an env-only round trip (0700/0600; --yes required without a terminal)" {
+  write_fake_env
+  local backups="$BATS_TEST_TMPDIR/backups"
+  printf 'KITTY_BACKUP_DIR=%s\nKITTY_BACKUP_PARTS=env\n' "$backups" >>"$ENV_FILE"
+  run --separate-stderr "$BACKUP_STATE" --env-file "$ENV_FILE"
+  [[ "$status" -eq 0 ]] || fail "backup-state.sh exited $status; stderr: $stderr"
+  local made
+  made="$(find "$backups" -mindepth 1 -maxdepth 1 -type d)"
+  [[ "$(basename "$made")" =~ ^[0-9]{8}T[0-9]{6}Z$ ]] || fail "backup directory name: $made"
+  assert_equal "$(stat -c %a "$made")" "700"
+  assert_equal "$(stat -c %a "$made/env")" "600"
+  cmp "$made/env" "$ENV_FILE" || fail "the backed-up env differs from the original"
+
+  run --separate-stderr "$REPO_ROOT/.venv/bin/kitty-ops" verify-backup --env-file "$ENV_FILE"
+  assert_success
+
+  echo "LLAMACPP_Q4_CTX=999" >>"$ENV_FILE"
+  run --separate-stderr "$RESTORE_STATE" --env-file "$ENV_FILE"
+  assert_failure 2
+  [[ "$stderr" == *"refusing to restore without --yes"* ]] || fail "stderr: $stderr"
+  grep -q "LLAMACPP_Q4_CTX=999" "$ENV_FILE" || fail "the refused restore changed the env file"
+
+  run --separate-stderr "$RESTORE_STATE" --env-file "$ENV_FILE" --yes
+  [[ "$status" -eq 0 ]] || fail "restore-state.sh --yes exited $status; stderr: $stderr"
+  cmp "$made/env" "$ENV_FILE" || fail "the env file was not restored"
+  assert_equal "$(stat -c %a "$ENV_FILE")" "600"
+  # The state before the restore was kept: a second, complete backup labelled pre-restore.
+  compgen -G "$backups/*-pre-restore/manifest.json" >/dev/null || fail "no safety backup in $backups"
+}
+
 @test "a missing kitty-ops (KITTY_OPS_BIN) exits 3 with one line naming 'make setup'" {
   local script
-  for script in "$START_ALL" "$STOP_ALL" "$HEALTH_CHECK"; do
+  for script in "$START_ALL" "$STOP_ALL" "$HEALTH_CHECK" "$BACKUP_STATE" "$RESTORE_STATE"; do
     KITTY_OPS_BIN="$BATS_TEST_TMPDIR/nowhere/kitty-ops" run --separate-stderr "$script"
     assert_failure 3
     assert_equal "${#stderr_lines[@]}" 1
@@ -118,13 +149,13 @@ teardown() {
 @test "the scripts pass shellcheck -x" {
   command -v shellcheck >/dev/null || fail "shellcheck is not installed"
   cd "$REPO_ROOT"
-  run shellcheck -x ops/scripts/start-all.sh ops/scripts/stop-all.sh ops/scripts/health-check.sh ops/scripts/_kitty-ops.sh
+  run shellcheck -x ops/scripts/*.sh
   assert_success
 }
 
 @test "the entry points start with set -euo pipefail" {
   local script first
-  for script in "$START_ALL" "$STOP_ALL" "$HEALTH_CHECK"; do
+  for script in "$START_ALL" "$STOP_ALL" "$HEALTH_CHECK" "$BACKUP_STATE" "$RESTORE_STATE"; do
     assert_file_executable "$script"
     assert_equal "$(head -n 1 "$script")" "#!/usr/bin/env bash"
     # The first command after the shebang and comments is strict mode.

@@ -7,6 +7,8 @@ REPO_ROOT="$(cd "$(dirname "${BATS_TEST_FILENAME}")/../.." && pwd)"
 START_ALL="$REPO_ROOT/ops/scripts/start-all.sh"
 STOP_ALL="$REPO_ROOT/ops/scripts/stop-all.sh"
 HEALTH_CHECK="$REPO_ROOT/ops/scripts/health-check.sh"
+BACKUP_STATE="$REPO_ROOT/ops/scripts/backup-state.sh"
+RESTORE_STATE="$REPO_ROOT/ops/scripts/restore-state.sh"
 FAKE_SERVER="$REPO_ROOT/tests/fakes/fake_llama_server.py"
 
 load_libs() {
