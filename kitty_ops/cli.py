@@ -101,9 +101,12 @@ components_help = ("NAME is a llama server (q4), a native service (images-api), 
 @click.option("--no-compose", is_flag=True, help="Leave the container tier alone (native processes only).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=None,
               help="Seconds to wait for the llama servers (default LLAMACPP_HEALTH_TIMEOUT, 300).")
+@click.option("--preflight", is_flag=True, help="Only run the preflight checks (`kitty-ops doctor`); start nothing.")
 def start_cmd(env_file: Path | None, only: tuple[str, ...], skip: tuple[str, ...], as_json: bool,
-              no_compose: bool, timeout: float | None) -> None:
+              no_compose: bool, timeout: float | None, preflight: bool) -> None:
     """Start the whole stack as one dependency graph and wait until every part is healthy."""
+    if preflight:
+        _doctor(env_file, as_json)
     settings, problems = config.load_settings(env_file)
     if no_compose:
         settings = _replace(settings, compose=dataclasses.replace(settings.compose, enabled=False))
@@ -310,6 +313,38 @@ def restore_cmd(env_file: Path | None, backup_name: str | None, yes: bool, as_js
     _interrupt_on_sigterm()
     progress = render.progress_for(sys.stderr)
     _backup_exit(_run_locked(lambda: backup.restore(settings, backup_name, progress), as_json, progress), as_json)
+
+
+@cli.command("doctor")
+@env_file_option
+@json_option
+def doctor_cmd(env_file: Path | None, as_json: bool) -> None:
+    """Is this machine ready? Python, Docker and compose v2, the engine, the models, the
+    accelerator, disk, ports, .env permissions and the start order; exit 1 if a required check fails."""
+    _doctor(env_file, as_json)
+
+
+def _doctor(env_file: Path | None, as_json: bool) -> None:
+    from kitty_ops import doctor  # noqa: PLC0415
+    settings, problems = config.load_settings(env_file)
+    checks = doctor.run(settings, problems)
+    (render.doctor_json if as_json else render.doctor_text)(checks, sys.stdout)
+    sys.exit(Exit.FAILED if doctor.failed(checks) else Exit.OK)
+
+
+@cli.command("emergency-stop")
+@env_file_option
+@click.option("--deadline", type=click.FloatRange(min=1, max=300), default=15.0, show_default=True,
+              help="Seconds for the whole stop, ports checked included.")
+@json_option
+def emergency_stop_cmd(env_file: Path | None, deadline: float, as_json: bool) -> None:
+    """Kill everything the stack owns now: SIGKILL to its recorded process groups (proven ours
+    only), docker kill + rm -f of its compose project's containers; then check its ports."""
+    from kitty_ops import emergency  # noqa: PLC0415
+    settings, _ = config.load_settings(env_file)  # an emergency stop never refuses over configuration
+    report = emergency.run(settings, deadline)
+    (render.emergency_json(report, sys.stdout) if as_json else render.emergency_text(report, sys.stdout, sys.stderr))
+    sys.exit(Exit.OK if report.ok else Exit.FAILED)
 
 
 @cli.command("logs")

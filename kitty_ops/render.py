@@ -14,6 +14,7 @@ from typing import IO, Iterable, Sequence
 
 from kitty_ops.lifecycle import Result
 from kitty_ops.problems import Problem
+from kitty_ops.runbooks import Runbook
 from kitty_ops.status import ServerStatus
 from kitty_ops.validate import Report
 
@@ -264,3 +265,42 @@ def backups_json(found, out: IO[str]) -> None:
     to_json("list-backups", {"backups": [
         {"name": b.name, "path": str(b.path), "complete": b.complete, "created_at": b.created_at or None,
          "size": b.size, "parts": list(b.parts), "detail": b.detail} for b in found]}, out)
+
+
+# ------------------------------------------------------------------------------ emergency stop
+
+def emergency_text(report, out: IO[str], err: IO[str]) -> None:
+    rows = [(a.kind, a.target, a.result, a.detail) for a in report.actions]
+    out.write(table(rows, ["KIND", "TARGET", "RESULT", "DETAIL"]) + "\n" if rows else "nothing of the stack was running\n")
+    if report.ok:
+        out.write(f"\nemergency stop done in {report.seconds:.1f}s: nothing of the stack runs, its ports are free\n")
+    else:
+        err.write(f"\nemergency stop incomplete after {report.seconds:.1f}s: see the FAILED/BUSY rows; "
+                  f"runbook: {report.runbook.path}\n")
+
+
+def emergency_json(report, out: IO[str]) -> None:
+    to_json("emergency-stop", {"ok": report.ok, "seconds": round(report.seconds, 3), "deadline": report.deadline,
+                               "actions": [vars(a) for a in report.actions],
+                               "runbook": None if report.ok else report.runbook.path}, out)
+
+
+# ------------------------------------------------------------------------------------ doctor
+
+def doctor_text(checks, out: IO[str]) -> None:
+    rows = [(c.name, "required" if c.required else "optional", c.status.upper() if c.status in ("fail", "warn")
+             else c.status, c.detail, c.runbook.path if c.runbook and c.status != "ok" else "")
+            for c in checks]
+    out.write(table(rows, ["CHECK", "NEED", "RESULT", "DETAIL", "RUNBOOK"]) + "\n")
+    failed = [c.name for c in checks if c.required and c.status == "fail"]
+    warned = [c.name for c in checks if c.status == "warn"]
+    if failed:
+        out.write(f"\nnot ready: {', '.join(failed)} failed (required); fix each with its runbook, then run "
+                  f"`kitty-ops doctor` again (see {Runbook.DOCTOR.path})\n")
+    else:
+        out.write("\nready to start" + (f" (warnings: {', '.join(warned)})" if warned else "") + "\n")
+
+
+def doctor_json(checks, out: IO[str]) -> None:
+    failed = any(c.required and c.status == "fail" for c in checks)
+    to_json("doctor", {"ok": not failed, "checks": [c.as_dict() for c in checks]}, out)

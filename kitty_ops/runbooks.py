@@ -27,6 +27,9 @@ class Runbook(str, enum.Enum):
     E2E = "end-to-end-check"
     HEALTH_CHECK = "health-check"
     BACKUP = "backup-restore"
+    EMERGENCY_STOP = "emergency-stop"
+    DOCTOR = "doctor"
+    HIGH_RESOURCE = "high-resource-usage"
 
     @property
     def path(self) -> str:

@@ -7,6 +7,7 @@ Nothing here skips: a test of a real component that cannot find it fails and say
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -245,6 +246,19 @@ class StackProject(Project):
         done = docker("inspect", f"{self.compose_project}-{service}-1")
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)[0]
+
+
+@contextlib.contextmanager
+def bystander(stack: StackProject):
+    """A running container of another compose project, which kitty-ops must never touch."""
+    name = f"bystander-{stack.compose_project}"
+    created = docker("run", "-d", "--name", name, "--label", "com.docker.compose.project=someone-else",
+                     "--entrypoint", "sleep", stack.image, "300")
+    assert created.returncode == 0, created.stderr
+    try:
+        yield name
+    finally:
+        docker("rm", "-f", name)
 
 
 @pytest.fixture

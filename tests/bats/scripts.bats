@@ -134,6 +134,23 @@ teardown() {
   compgen -G "$backups/*-pre-restore/manifest.json" >/dev/null || fail "no safety backup in $backups"
 }
 
+@test "emergency-stop.sh kills a server that ignores SIGTERM; with kitty-ops missing, the bash fallback does it" {
+  local pid
+  for bin in "" "$BATS_TEST_TMPDIR/nowhere/kitty-ops"; do
+    write_fake_env "--fake-ignore-sigterm"
+    run --separate-stderr "$START_ALL" --env-file "$ENV_FILE"
+    [[ "$status" -eq 0 ]] || fail "start-all.sh exited $status; stderr: $stderr"
+    pid="$(tr -d '[:space:]' <"$LOGS_DIR/llamacpp-q4.pid")"
+    KITTY_OPS_BIN="${bin:-$REPO_ROOT/.venv/bin/kitty-ops}" run --separate-stderr "$EMERGENCY_STOP" --env-file "$ENV_FILE"
+    [[ "$status" -eq 0 ]] || fail "emergency-stop.sh exited $status; stdout: $output; stderr: $stderr"
+    ! alive "$pid" || fail "pid $pid survived the emergency stop"
+    assert_file_not_exists "$LOGS_DIR/llamacpp-q4.pid"
+    if [[ -n "$bin" ]]; then
+      [[ "$stderr" == *"running the bash fallback"* ]] || fail "no fallback notice: $stderr"
+    fi
+  done
+}
+
 @test "a missing kitty-ops (KITTY_OPS_BIN) exits 3 with one line naming 'make setup'" {
   local script
   for script in "$START_ALL" "$STOP_ALL" "$HEALTH_CHECK" "$BACKUP_STATE" "$RESTORE_STATE"; do
@@ -155,7 +172,7 @@ teardown() {
 
 @test "the entry points start with set -euo pipefail" {
   local script first
-  for script in "$START_ALL" "$STOP_ALL" "$HEALTH_CHECK" "$BACKUP_STATE" "$RESTORE_STATE"; do
+  for script in "$START_ALL" "$STOP_ALL" "$HEALTH_CHECK" "$BACKUP_STATE" "$RESTORE_STATE" "$EMERGENCY_STOP"; do
     assert_file_executable "$script"
     assert_equal "$(head -n 1 "$script")" "#!/usr/bin/env bash"
     # The first command after the shebang and comments is strict mode.

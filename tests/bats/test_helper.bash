@@ -9,6 +9,7 @@ STOP_ALL="$REPO_ROOT/ops/scripts/stop-all.sh"
 HEALTH_CHECK="$REPO_ROOT/ops/scripts/health-check.sh"
 BACKUP_STATE="$REPO_ROOT/ops/scripts/backup-state.sh"
 RESTORE_STATE="$REPO_ROOT/ops/scripts/restore-state.sh"
+EMERGENCY_STOP="$REPO_ROOT/ops/scripts/emergency-stop.sh"
 FAKE_SERVER="$REPO_ROOT/tests/fakes/fake_llama_server.py"
 
 load_libs() {

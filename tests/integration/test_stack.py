@@ -5,7 +5,6 @@ servers whose load time the tests control."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.conftest import REPO, alive, docker, free_port, wait_until
+from tests.conftest import REPO, alive, bystander, docker, free_port, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -142,17 +141,6 @@ def test_only_the_configured_compose_project_is_touched(stack):
         assert docker("inspect", "--format", "{{.State.Running}}", name).stdout.strip() == "true"
 
 
-@contextlib.contextmanager
-def bystander(stack):
-    """A running container of another compose project, which kitty-ops must never touch."""
-    name = f"bystander-{stack.compose_project}"
-    created = docker("run", "-d", "--name", name, "--label", "com.docker.compose.project=someone-else",
-                     "--entrypoint", "sleep", stack.image, "300")
-    assert created.returncode == 0, created.stderr
-    try:
-        yield name
-    finally:
-        docker("rm", "-f", name)
 
 
 def test_native_images_service_waits_for_redis_and_stops_before_it(stack, tmp_path):

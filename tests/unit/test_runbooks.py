@@ -62,6 +62,13 @@ def test_runbook_paths_mentioned_in_code_exist():
     assert not missing, f"runbook paths named in the code but not present: {missing}"
 
 
+def test_every_runbook_is_named_by_the_code():
+    """The other direction: a runbook no error names is one an operator is never sent to."""
+    code = "\n".join(p.read_text(encoding="utf-8") for p in _sources() if p.name != "runbooks.py")
+    unused = [r.name for r in Runbook if f"Runbook.{r.name}" not in code and r.path not in code]
+    assert not unused, f"runbooks no error names: {unused}"
+
+
 def test_index_links_every_runbook():
     assert INDEX.is_file(), f"{INDEX} is missing"
     links = set(LINK_RE.findall(INDEX.read_text(encoding="utf-8")))
