@@ -41,6 +41,13 @@ start_time() {
   fi
 }
 
+# running PID: alive and not a zombie (a killed orphan may wait a while for init to reap it).
+running() {
+  local state
+  state="$(ps -o stat= -p "$1" 2>/dev/null)" || return 1
+  [[ -n "$state" && "$state" != Z* ]]
+}
+
 # last_arg PID: the last argument of its command line.
 last_arg() {
   if [[ -r "/proc/$1/cmdline" ]]; then
@@ -76,11 +83,11 @@ for record in "$logs_dir"/llamacpp-*.json "$logs_dir"/service-*.json; do
   name="$(basename "$record" .json)"
   if pid="$(ours "$record")"; then
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
-    for _ in $(seq 1 $((deadline * 10))); do
-      [[ -n "$(start_time "$pid")" ]] || break
-      sleep 0.1
+    for _ in $(seq 1 $((deadline * 20))); do
+      running "$pid" || break
+      sleep 0.05
     done
-    if [[ -n "$(start_time "$pid")" ]]; then
+    if running "$pid"; then
       echo "process    $name  FAILED      pid $pid survived SIGKILL"
       failed=1
       continue
