@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import json
 import subprocess
 import threading
 import time
 from typing import Callable
 
 from kitty_ops import checks, graph as graphs, lifecycle, lock, native, validate
-from kitty_ops.compose import Compose, ComposeError, ContainerState, StackModel
+from kitty_ops.compose import SERVICE_LABEL, Compose, ComposeError, ContainerState, StackModel
 from kitty_ops.config import NativeService, Settings
 from kitty_ops.exitcodes import Exit
 from kitty_ops.graph import Graph, Node, Tier
@@ -315,7 +316,8 @@ class _StartRun:
             if state and _is_ready(state, service.has_healthcheck, one_shot):
                 self.progress.event(node.name, f"{'healthy' if service.has_healthcheck else state.status} after {seconds:.1f}s")
                 return _outcome(node.name, Action.STARTED, True, seconds, state.describe(), **base)
-            failure = _failure(state, restarts, one_shot)
+            failure = _failure(state, restarts, one_shot, self.watch.last_exit.get(node.name),
+                               self.watch.events is not None and self.watch.events.poll() is None)
             if failure is None and time.monotonic() >= deadline:
                 failure = (f"not healthy after {seconds:.0f}s ({state.describe() if state else 'no container'}); "
                            f"KITTY_COMPOSE_TIMEOUT is {self.settings.compose.health_timeout:g}s")
@@ -385,13 +387,19 @@ def _is_ready(state: ContainerState, has_healthcheck: bool, one_shot: bool) -> b
     return state.status == "running"
 
 
-def _failure(state: ContainerState | None, restarts: int, one_shot: bool) -> str | None:
+def _failure(state: ContainerState | None, restarts: int, one_shot: bool, last_exit: int | None = None,
+             events_live: bool = False) -> str | None:
     if state is None:
         return None
     if state.status in ("exited", "dead") and not (one_shot and state.exit_code == 0):
         return f"the container {state.status} with code {state.exit_code} while starting"
     if state.status == "restarting" or state.restarts > restarts:
-        return f"the container is crash-looping (restarted {state.restarts - restarts} time(s), exit code {state.exit_code})"
+        # Running again after a restart, inspect shows exit code 0: the die event has the real
+        # one, and is waited for when the event stream runs (it is a moment behind inspect).
+        if state.status == "running" and last_exit is None and events_live:
+            return None
+        code = state.exit_code if state.status == "restarting" or last_exit is None else last_exit
+        return f"the container is crash-looping (restarted {state.restarts - restarts} time(s), exit code {code})"
     if state.health == "unhealthy":
         return "the container turned unhealthy (its healthcheck keeps failing)"
     return None
@@ -415,6 +423,7 @@ class _ContainerWatch:
         self.compose = compose
         self.cancel = cancel
         self.states: dict[str, ContainerState] = {}
+        self.last_exit: dict[str, int] = {}  # service -> exit code of its last die event
         self.changed = threading.Condition()
         self.dirty = threading.Event()
         self.stopped = threading.Event()
@@ -425,8 +434,20 @@ class _ContainerWatch:
     def _read_events(self) -> None:
         if self.events is None:
             return
-        for _ in self.events.stdout:
+        for line in self.events.stdout:
+            self._note_exit(line)
             self.dirty.set()
+
+    def _note_exit(self, line: str) -> None:
+        """A die event carries the exit code; docker inspect forgets it once a restart policy
+        has brought the container back up, which is what a crash-loop report needs."""
+        try:
+            event = json.loads(line)
+            attributes = event.get("Actor", {}).get("Attributes", {})
+            if event.get("status", event.get("Action")) == "die" and "exitCode" in attributes:
+                self.last_exit[attributes.get(SERVICE_LABEL, "")] = int(attributes["exitCode"])
+        except (ValueError, AttributeError, TypeError):
+            pass
 
     def _refresher(self) -> None:
         while not self.stopped.is_set():
