@@ -30,6 +30,7 @@ from kitty_ops.config import Settings
 from kitty_ops.exitcodes import Health
 from kitty_ops.lifecycle import Progress, Silent
 from kitty_ops.records import write_atomic
+from kitty_ops.render import size as human
 from kitty_ops.runbooks import Runbook
 
 DATA_SERVICES = ("postgres", "redis", "minio")  # what a restore writes into; everything else is a writer
@@ -160,8 +161,6 @@ def _backup(settings: Settings, label: str, keep: int, progress: Progress) -> Ou
 
 
 def _describe(part: str, info: dict, size: int) -> str:
-    from kitty_ops.render import size as human  # noqa: PLC0415
-
     if part == "postgres":
         return f"{info['database']}: {info['toc_entries']} archive entries, {human(size)}"
     if part == "redis":

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
-from kitty_ops.backup_manifest import CHUNK, HashingWriter
+from kitty_ops.backup_manifest import CHUNK, HashingWriter, member
 from kitty_ops.compose import Compose, ComposeError
 from kitty_ops.config import Settings
 from kitty_ops.records import write_atomic
@@ -448,8 +448,6 @@ class Objects:
     def restore(self, root: Path, info: dict) -> str:
         """Each bucket made equal to the backup: objects put back, objects the backup does not
         have deleted (the safety backup taken before holds them)."""
-        from kitty_ops.backup_manifest import member  # noqa: PLC0415
-
         client = self.client()
         wanted: dict[str, dict[str, str]] = {b: {} for b in info.get("buckets", [])}
         for obj in info.get("objects", []):
