@@ -23,11 +23,9 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from common import docker_test_image, header, verdict, write_tiny_gguf
+from common import docker_test_image, header, started, temp_stack, verdict
 
 from tests.conftest import StackProject
 
@@ -51,48 +49,40 @@ def main(argv: list[str] | None = None) -> int:
     image = docker_test_image()
     if image is None:
         return 1
-    with tempfile.TemporaryDirectory(prefix="kitty-bench-backup-") as tmp:
-        root = Path(tmp)
-        write_tiny_gguf(root / "models" / "tiny.gguf")
-        project = StackProject(root, image)
+    with temp_stack("backup", image) as project:
+        root = project.root
         backups = root / "backups"
         project.stack_env({"q4": ""}, profiles="", KITTY_BACKUP_DIR=backups, KITTY_BACKUP_PARTS="postgres")
-        try:
-            started = project.run("start", timeout=240)
-            if started.returncode != 0:
-                print(started.stderr, file=sys.stderr)
-                return 1
-            rows = args.size_mb * 1024 * 1024 // ROW_BYTES
-            began = time.monotonic()
-            psql(project, "CREATE TABLE payload (id int, body text)")
-            # 15 different md5s per row: hex text that compresses about 2:1, like real data does.
-            psql(project, f"INSERT INTO payload SELECT g, (SELECT string_agg(md5((g * 31 + k)::text), '') "
-                          f"FROM generate_series(0, 14) k) FROM generate_series(1, {rows}) g")
-            size = int(psql(project, "SELECT pg_database_size('kitty')"))
-            print(f"database: {size / 2**20:.0f} MB in {rows} rows (generated in {time.monotonic() - began:.0f} s)")
-            container = f"{project.compose_project}-postgres-1"
-            bare, kitty, dump_sizes = [], [], []
-            for _ in range(args.runs):
-                target = root / "bare.dump"
-                t = time.perf_counter()
-                with target.open("wb") as out:
-                    done = subprocess.run(["docker", "exec", container, "pg_dump", "-Fc", "-U", "kitty", "-d", "kitty"],
-                                          stdout=out, stderr=subprocess.PIPE, timeout=3600)
-                bare.append(time.perf_counter() - t)
-                if done.returncode != 0:
-                    raise RuntimeError(done.stderr.decode())
-                dump_sizes.append(target.stat().st_size)
-                target.unlink()
+        if not started(project):
+            return 1
+        rows = args.size_mb * 1024 * 1024 // ROW_BYTES
+        began = time.monotonic()
+        psql(project, "CREATE TABLE payload (id int, body text)")
+        # 15 different md5s per row: hex text that compresses about 2:1, like real data does.
+        psql(project, f"INSERT INTO payload SELECT g, (SELECT string_agg(md5((g * 31 + k)::text), '') "
+                      f"FROM generate_series(0, 14) k) FROM generate_series(1, {rows}) g")
+        size = int(psql(project, "SELECT pg_database_size('kitty')"))
+        print(f"database: {size / 2**20:.0f} MB in {rows} rows (generated in {time.monotonic() - began:.0f} s)")
+        container = f"{project.compose_project}-postgres-1"
+        bare, kitty, dump_sizes = [], [], []
+        for _ in range(args.runs):
+            target = root / "bare.dump"
+            t = time.perf_counter()
+            with target.open("wb") as out:
+                done = subprocess.run(["docker", "exec", container, "pg_dump", "-Fc", "-U", "kitty", "-d", "kitty"],
+                                      stdout=out, stderr=subprocess.PIPE, timeout=3600)
+            bare.append(time.perf_counter() - t)
+            if done.returncode != 0:
+                raise RuntimeError(done.stderr.decode())
+            dump_sizes.append(target.stat().st_size)
+            target.unlink()
 
-                t = time.perf_counter()
-                done = project.run("backup", "--json", timeout=3600)
-                kitty.append(time.perf_counter() - t)
-                if done.returncode != 0:
-                    raise RuntimeError(done.stderr)
-                shutil.rmtree(json.loads(done.stdout)["path"])
-        finally:
-            project.run("stop", "--grace", "1", timeout=120)
-            project.compose("down", "--volumes", "--remove-orphans", "--timeout", "1", timeout=120)
+            t = time.perf_counter()
+            done = project.run("backup", "--json", timeout=3600)
+            kitty.append(time.perf_counter() - t)
+            if done.returncode != 0:
+                raise RuntimeError(done.stderr)
+            shutil.rmtree(json.loads(done.stdout)["path"])
     b, k = statistics.median(bare), statistics.median(kitty)
     print(f"dump size: {statistics.median(dump_sizes) / 2**20:.0f} MB (custom format, compressed)")
     print(f"  bare pg_dump -Fc    runs {', '.join(f'{x:.2f}' for x in bare)} s   median {b:6.2f} s")

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.conftest import FAKE_SERVER, Project, free_port, write_tiny_gguf  # noqa: E402,F401
+from tests.conftest import FAKE_SERVER, Project, StackProject, free_port, write_tiny_gguf  # noqa: E402,F401
 
 HOST = "127.0.0.1"
 
@@ -91,6 +91,29 @@ def temp_project(prefix: str) -> Iterator[Project]:
                 if done.returncode != 0:
                     print(f"warning: cleanup stop exited {done.returncode}: {done.stderr.strip()}",
                           file=sys.stderr)
+
+
+@contextlib.contextmanager
+def temp_stack(prefix: str, image: str) -> Iterator[StackProject]:
+    """A throwaway project with a compose tier of its own (the tiny model file, the test image);
+    on exit whatever it runs is stopped and its containers and volumes are removed."""
+    with tempfile.TemporaryDirectory(prefix=f"kitty-bench-{prefix}-") as tmp:
+        root = Path(tmp)
+        write_tiny_gguf(root / "models" / "tiny.gguf")
+        project = StackProject(root, image)
+        try:
+            yield project
+        finally:
+            project.run("stop", "--grace", "1", timeout=120)
+            project.compose("down", "--volumes", "--remove-orphans", "--timeout", "1", timeout=120)
+
+
+def started(project: Project) -> bool:
+    """`kitty-ops start`; False (with its stderr printed) when it failed."""
+    done = project.run("start", timeout=240)
+    if done.returncode != 0:
+        print(done.stderr, file=sys.stderr)
+    return done.returncode == 0
 
 
 def timed_run(project: Project, *args: str, timeout: float = 120) -> tuple[float, subprocess.CompletedProcess]:

@@ -18,13 +18,11 @@ import argparse
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from common import docker_test_image, header, verdict, write_tiny_gguf
+from common import docker_test_image, header, started, temp_stack, verdict
 
-from tests.conftest import REPO, StackProject
+from tests.conftest import REPO
 
 SCRIPTS = REPO / "ops" / "scripts"
 STUBBORN = """services:
@@ -50,10 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if image is None:
         return 1
     results: dict[str, list[tuple[float, int]]] = {}
-    with tempfile.TemporaryDirectory(prefix="kitty-bench-emergency-") as tmp:
-        root = Path(tmp)
-        write_tiny_gguf(root / "models" / "tiny.gguf")
-        project = StackProject(root, image)
+    with temp_stack("emergency", image) as project:
         project.add_override(STUBBORN)
         project.stack_env({"q4": "--fake-ignore-sigterm", "f16": ""}, profiles="", KITTY_LOGS_DIR=project.logs,
                           KITTY_STOP_GRACE=10, KITTY_COMPOSE_STOP_TIMEOUT=10)
@@ -61,23 +56,17 @@ def main(argv: list[str] | None = None) -> int:
         variants = {
             "emergency-stop.sh": ([str(SCRIPTS / "emergency-stop.sh"), "--env-file", env_file], {}),
             "emergency-stop.sh, bash fallback": ([str(SCRIPTS / "emergency-stop.sh"), "--env-file", env_file],
-                                                 {"KITTY_OPS_BIN": str(root / "no-kitty-ops")}),
+                                                 {"KITTY_OPS_BIN": str(project.root / "no-kitty-ops")}),
             "stop-all.sh (graceful baseline)": ([str(SCRIPTS / "stop-all.sh"), "--env-file", env_file], {}),
         }
-        try:
-            for _ in range(args.runs):
-                for name, (command, extra) in variants.items():
-                    started = project.run("start", timeout=240)
-                    if started.returncode != 0:
-                        print(started.stderr, file=sys.stderr)
-                        return 1
-                    results.setdefault(name, []).append(timed(command, {**project.env(), **extra}))
-                    if project.containers():
-                        print(f"{name} left containers: {project.containers()}", file=sys.stderr)
-                        return 1
-        finally:
-            project.run("stop", "--grace", "1", timeout=120)
-            project.compose("down", "--volumes", "--remove-orphans", "--timeout", "1", timeout=120)
+        for _ in range(args.runs):
+            for name, (command, extra) in variants.items():
+                if not started(project):
+                    return 1
+                results.setdefault(name, []).append(timed(command, {**project.env(), **extra}))
+                if project.containers():
+                    print(f"{name} left containers: {project.containers()}", file=sys.stderr)
+                    return 1
     medians = {}
     for name, runs in results.items():
         walls = [w for w, _ in runs]

@@ -32,11 +32,10 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from common import docker_test_image, header, verdict, write_tiny_gguf
+from common import docker_test_image, header, started, temp_stack, verdict
 
 from tests.conftest import StackProject
 
@@ -46,10 +45,10 @@ HOLE = "summary"
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[float, int, str]:
-    started = time.perf_counter()
+    began = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120,
                           env=env, cwd=cwd)
-    return time.perf_counter() - started, done.returncode, done.stdout
+    return time.perf_counter() - began, done.returncode, done.stdout
 
 
 def manual_loop(project: StackProject, ports: dict[str, int], timeout: float) -> list[str]:
@@ -73,35 +72,26 @@ def main(argv: list[str] | None = None) -> int:
     if image is None:
         return 1
     results: dict[str, list[tuple[float, int]]] = {}
-    with tempfile.TemporaryDirectory(prefix="kitty-bench-health-") as tmp:
-        root = Path(tmp)
-        write_tiny_gguf(root / "models" / "tiny.gguf")
-        project = StackProject(root, image)
+    with temp_stack("health", image) as project:
         ports = project.stack_env({n: "" for n in SERVERS})
+        if not started(project):
+            return 1
+        kitty = project.argv("health", "--quiet", "--timeout", f"{args.timeout:g}")
+        loop = manual_loop(project, ports, args.timeout)
+        variants = {"floor": [sys.executable, "-c", "pass"], "kitty-ops health": kitty, "manual curl loop": loop}
+        pids = {n: project.record(n)["pid"] for n in SERVERS}
+        phases = {"healthy": [], "black-holed": [HOLE], "3 black-holed": list(SERVERS)}
         try:
-            started = project.run("start", timeout=240)
-            if started.returncode != 0:
-                print(started.stderr, file=sys.stderr)
-                return 1
-            kitty = project.argv("health", "--quiet", "--timeout", f"{args.timeout:g}")
-            loop = manual_loop(project, ports, args.timeout)
-            variants = {"floor": [sys.executable, "-c", "pass"], "kitty-ops health": kitty, "manual curl loop": loop}
-            pids = {n: project.record(n)["pid"] for n in SERVERS}
-            phases = {"healthy": [], "black-holed": [HOLE], "3 black-holed": list(SERVERS)}
-            try:
-                for phase, holes in phases.items():
-                    for name in holes:
-                        os.kill(pids[name], signal.SIGSTOP)
-                    for _ in range(args.runs):
-                        for name, command in variants.items():
-                            seconds, code, _ = timed(command, env=project.env(), cwd=project.root)
-                            results.setdefault(f"{phase}: {name}", []).append((seconds, code))
-            finally:
-                for pid in pids.values():
-                    os.kill(pid, signal.SIGCONT)
+            for phase, holes in phases.items():
+                for name in holes:
+                    os.kill(pids[name], signal.SIGSTOP)
+                for _ in range(args.runs):
+                    for name, command in variants.items():
+                        seconds, code, _ = timed(command, env=project.env(), cwd=project.root)
+                        results.setdefault(f"{phase}: {name}", []).append((seconds, code))
         finally:
-            project.run("stop", "--grace", "1", timeout=120)
-            project.compose("down", "--volumes", "--remove-orphans", "--timeout", "1", timeout=120)
+            for pid in pids.values():
+                os.kill(pid, signal.SIGCONT)
 
     print(f"probe timeout T = {args.timeout:g} s; {args.runs} runs of each, interleaved")
     medians = {}

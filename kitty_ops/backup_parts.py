@@ -226,6 +226,17 @@ def _version(argv: list[str]) -> str:
 
 # ------------------------------------------------------------------------------------- redis
 
+def parse_info(text: str) -> dict[str, str]:
+    """`INFO <section>` -> {field: value} (comment lines and blanks skipped)."""
+    return dict(line.strip().split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
+
+
+def keyspace_keys(info: dict[str, str]) -> int:
+    """Keys in every database of `INFO keyspace` (`db0: keys=12,expires=0,avg_ttl=0`)."""
+    return sum(int(part.split("=", 1)[1]) for value in info.values() for part in value.split(",")
+               if part.startswith("keys="))
+
+
 class Redis:
     name = "redis"
 
@@ -241,11 +252,10 @@ class Redis:
         return lines[1] if len(lines) > 1 else ""
 
     def info(self, section: str) -> dict[str, str]:
-        return dict(line.split(":", 1) for line in self.cli("INFO", section).splitlines() if ":" in line)
+        return parse_info(self.cli("INFO", section))
 
     def keys(self) -> int:
-        return sum(int(part.split("=")[1]) for line in self.info("keyspace").values()
-                   for part in line.split(",") if part.startswith("keys="))
+        return keyspace_keys(self.info("keyspace"))
 
     def snapshot(self, timeout: float) -> int:
         """BGSAVE, then wait (up to `timeout`) until LASTSAVE moves past the time before it and
@@ -348,7 +358,7 @@ class Redis:
             cli("CONFIG", "SET", "appendonly", "yes")
             deadline = time.monotonic() + self.settings.backup.redis_timeout
             while True:
-                info = dict(l.split(":", 1) for l in cli("INFO", "persistence").splitlines() if ":" in l)
+                info = parse_info(cli("INFO", "persistence"))
                 if (info.get("aof_enabled") == "1" and info.get("aof_rewrite_in_progress") == "0"
                         and info.get("aof_rewrite_scheduled") == "0"):
                     if info.get("aof_last_bgrewrite_status") != "ok":
@@ -370,8 +380,7 @@ class Redis:
         while True:
             try:
                 if cli("PING") == "PONG":
-                    keys = sum(int(part.split("=")[1]) for line in cli("INFO", "keyspace").splitlines()
-                               if ":" in line for part in line.split(":", 1)[1].split(",") if part.startswith("keys="))
+                    keys = keyspace_keys(parse_info(cli("INFO", "keyspace")))
                     if expected is None or keys == expected:
                         return keys
                     last = f"{keys} keys"

@@ -60,13 +60,13 @@ def worst(levels: Sequence[Level]) -> Level:
 
 def from_process(observed: Observed, tier: str, service: str, enabled: bool, url: str | None,
                  failure_runbook: Runbook) -> Component | None:
-    """A llama server or native service from its record, process and health probe. None for
-    a disabled component with no record: there is nothing to report."""
+    """A llama server or native service from its record, process and health probe (`url`: the
+    health URL probed, None when it has none). None for a disabled component with no record:
+    there is nothing to report."""
     base = Component(observed.name, tier, Level.OK, "healthy", "", service=service, url=url)
     record = observed.record
     if record is not None:
         base.pid, base.version = record.pid, record.engine_version or None
-        base.url = (record.url + "/health") if (url and record.url) else url
     if not observed.recorded:
         if not enabled:
             return None

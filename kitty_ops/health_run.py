@@ -126,8 +126,9 @@ def _jobs(settings: Settings, timeout: float, deadline: float,
 def _llama(settings: Settings, name: str, timeout: float) -> list[Component]:
     spec = settings.server(name)
     seen = observe(settings.logs_dir, name, records.LLAMA, "", timeout)
+    base = seen.record.url if seen.record else (spec.url if spec else None)  # where it really listens
     component = health.from_process(seen, "llama", spec.alias if spec else name, bool(spec and spec.enabled),
-                                    spec.url + "/health" if spec else None, Runbook.SERVER_CRASH)
+                                    base + "/health" if base else None, Runbook.SERVER_CRASH)
     return [component] if component else []
 
 
@@ -135,8 +136,6 @@ def _native(settings: Settings, service, timeout: float) -> list[Component]:
     seen = observe(settings.logs_dir, service.name, records.SERVICE, service.health_url, timeout)
     component = health.from_process(seen, "native", service.name, settings.images.enabled,
                                     service.health_url, Runbook.NATIVE_SERVICE)
-    if component and seen.record and seen.record.url and service.health_url:
-        component.url = service.health_url
     return [component] if component else []
 
 

@@ -29,3 +29,14 @@ def test_exit_code_and_stderr_are_kept_and_a_missing_command_is_127():
     code, err, out = pipe(["sh", "-c", "echo out; echo boom >&2; exit 3"], 10)
     assert (code, err.strip(), out) == (3, "boom", b"out\n")
     assert pipe(["kitty-ops-no-such-command"], 10)[0] == 127
+
+
+def test_redis_info_parsing():
+    from kitty_ops.backup_parts import keyspace_keys, parse_info
+
+    text = "# Keyspace\r\ndb0:keys=12,expires=1,avg_ttl=0\r\ndb3:keys=5,expires=0,avg_ttl=0\r\n"
+    info = parse_info(text)
+    assert info == {"db0": "keys=12,expires=1,avg_ttl=0", "db3": "keys=5,expires=0,avg_ttl=0"}
+    assert keyspace_keys(info) == 17
+    assert keyspace_keys(parse_info("# Keyspace\r\n")) == 0
+    assert parse_info("rdb_bgsave_in_progress:0\nrdb_last_bgsave_status:ok\n")["rdb_last_bgsave_status"] == "ok"
