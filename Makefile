@@ -52,12 +52,14 @@ demo: setup
 	@echo; echo "Running. Stop with: ./ops/scripts/stop-all.sh --env-file $(DEMO_ENV)"
 
 test: setup
+	$(BIN)/lint-imports --no-logo --no-cache
 	$(BIN)/python -m pytest
 	bats tests/bats
 
-lint:
+lint: $(STAMP)
 	shellcheck -x ops/scripts/*.sh ops/dev/*.sh .ci/run
 	$(BIN)/python -m compileall -q kitty_ops
+	$(BIN)/lint-imports --no-logo --no-cache
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

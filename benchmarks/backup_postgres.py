@@ -27,7 +27,7 @@ import time
 
 from common import docker_test_image, header, started, temp_stack, verdict
 
-from tests.conftest import StackProject
+from tests.harness import StackProject
 
 ROW_BYTES = 530  # on disk per row, roughly: 4 + 480 characters + tuple overhead
 

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.conftest import FAKE_SERVER, Project, StackProject, free_port, write_tiny_gguf  # noqa: E402,F401
+from tests.harness import FAKE_SERVER, Project, StackProject, free_port, write_tiny_gguf  # noqa: E402,F401
 
 HOST = "127.0.0.1"
 
@@ -70,7 +70,7 @@ def header(title: str) -> None:
 def docker_test_image() -> str | None:
     """Bring up the tests' Docker engine and image (ops/dev/test-docker-engine.sh); the image
     tag, or None (with the script's error on stderr) when there is no engine."""
-    from tests.conftest import ENGINE_SCRIPT
+    from tests.harness import ENGINE_SCRIPT
     engine = subprocess.run(["bash", str(ENGINE_SCRIPT)], capture_output=True, text=True)
     if engine.returncode != 0:
         print(engine.stderr, file=sys.stderr)

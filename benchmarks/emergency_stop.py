@@ -22,7 +22,7 @@ import time
 
 from common import docker_test_image, header, started, temp_stack, verdict
 
-from tests.conftest import REPO
+from tests.harness import REPO
 
 SCRIPTS = REPO / "ops" / "scripts"
 STUBBORN = """services:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from common import docker_test_image, header, started, temp_stack, verdict
 
-from tests.conftest import StackProject
+from tests.harness import StackProject
 
 SERVERS = ("q4", "f16", "summary")
 CONTAINERS = ("postgres", "redis", "mosquitto", "minio", "brain")

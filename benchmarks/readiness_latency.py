@@ -5,7 +5,7 @@ A fake llama-server answers 503 for a random 0.5-1.5 s, then 200, and writes tim
 --fake-ready-file at the exact moment it turns ready. Latency = (moment the waiter noticed) -
 (that ready time). Three measurements, all in this run:
 
-  kitty-ops (in-process)  kitty_ops.probes.wait_ready, the function `kitty-ops start` waits with,
+  kitty-ops (in-process)  kitty_ops.host.probes.wait_ready, the function `kitty-ops start` waits with,
                           called here against a fake spawned the way start spawns it (own
                           session); time.time() is taken the instant it returns READY.
   kitty-ops CLI           `python -m kitty_ops start` in a temporary project; the moment is when
@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from kitty_ops import probes, procs  # noqa: E402
+from kitty_ops.host import probes, procs  # noqa: E402
 
 TARGET_P95 = 0.100
 SEED_INTERVAL = 2.0

@@ -33,9 +33,9 @@ from pathlib import Path
 
 from common import Fakes, docker_test_image, header, health_status, verdict, write_tiny_gguf
 
-from kitty_ops import graph as graphs
-from kitty_ops.compose import parse_model, parse_ps_ids
-from tests.conftest import COMPOSE_BASE, COMPOSE_TEST, StackProject, free_port
+from kitty_ops.containers.compose import parse_model, parse_ps_ids
+from kitty_ops.stack import graph as graphs
+from tests.harness import COMPOSE_BASE, COMPOSE_TEST, StackProject, free_port
 
 LOADS = {"q4": 2.0, "f16": 6.0, "summary": 3.0, "vision": 4.0}
 DELAYS = {"postgres": 2, "redis": 1, "mosquitto": 1, "brain": 1}

@@ -25,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from tests.conftest import alive  # noqa: E402
+
+from tests.harness import alive  # noqa: E402
 
 SERVERS = ("q4", "f16", "summary", "vision")
 SEED_PAUSE = 1.0

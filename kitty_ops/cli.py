@@ -16,10 +16,13 @@ from pathlib import Path
 
 import click
 
-from kitty_ops import __version__, config, lock, probes, records, render, stack, status, validate
-from kitty_ops.compose import ComposeError
+from kitty_ops import __version__, config, formats, render
+from kitty_ops.containers.compose import ComposeError
 from kitty_ops.exitcodes import DESCRIPTIONS, HEALTH_DESCRIPTIONS, Exit, Health
+from kitty_ops.host import lock, probes, records
+from kitty_ops.llama import status, validate
 from kitty_ops.runbooks import Runbook
+from kitty_ops.stack import run as stack
 
 env_file_option = click.option(
     "--env-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -80,7 +83,7 @@ def _run_locked(operation, as_json: bool, progress: render.LineProgress | None =
 
 def _fail(code: Exit, message: str, as_json: bool) -> None:
     if as_json:
-        render.to_json("error", {"ok": False, "exit_code": int(code), "message": message}, sys.stdout)
+        formats.to_json("error", {"ok": False, "exit_code": int(code), "message": message}, sys.stdout)
     click.echo(f"kitty-ops: {message}", err=True)
     sys.exit(code)
 
@@ -199,7 +202,8 @@ def health_cmd(env_file: Path | None, as_json: bool, quiet: bool, prometheus_fil
                timeout: float | None, deadline: float | None) -> None:
     """Check every component at once: llama servers, native services, containers (for cron and
     monitoring). The first line is a monitoring-plugin status line with performance data."""
-    from kitty_ops import health, health_render, health_run  # only this command needs them
+    # only this command needs them
+    from kitty_ops.health import judge, render as health_render, run as health_run  # noqa: PLC0415
 
     try:
         settings, problems = config.load_settings(env_file)
@@ -229,7 +233,7 @@ def health_cmd(env_file: Path | None, as_json: bool, quiet: bool, prometheus_fil
         report = health_run.check(settings, probe_timeout, overall, after=write_metrics)
         if write_failed:
             report.notes += write_failed
-            report.level = health.worst([report.level, Health.UNKNOWN])
+            report.level = judge.worst([report.level, Health.UNKNOWN])
     except Exception as exc:  # the check's own failure is UNKNOWN, never a traceback and exit 1
         click.echo(f"KITTY UNKNOWN - the health check failed: {exc.__class__.__name__}: {exc}; "
                    f"see {Runbook.HEALTH_CHECK.path}")
@@ -262,7 +266,7 @@ def _backup_exit(outcome, as_json: bool) -> None:
 @json_option
 def backup_cmd(env_file: Path | None, keep: int | None, label: str, as_json: bool) -> None:
     """Back up postgres, redis, the S3 objects and .env into one verified directory."""
-    from kitty_ops import backup  # noqa: PLC0415 (only these commands need it)
+    from kitty_ops.backup import run as backup  # noqa: PLC0415 (only these commands need it)
     if label and not re.fullmatch(r"[a-z0-9][a-z0-9-]*", label):
         raise click.UsageError(f"--label {label!r}: use a-z, 0-9 and '-'")
     settings = _backup_settings(env_file, as_json)
@@ -277,7 +281,7 @@ def backup_cmd(env_file: Path | None, keep: int | None, label: str, as_json: boo
 @json_option
 def verify_backup_cmd(env_file: Path | None, backup_name: str | None, as_json: bool) -> None:
     """Re-hash every file of a backup (default: the newest) and read each artifact with its tool."""
-    from kitty_ops import backup  # noqa: PLC0415
+    from kitty_ops.backup import run as backup  # noqa: PLC0415
     _backup_exit(backup.verify(_backup_settings(env_file, as_json), backup_name), as_json)
 
 
@@ -286,7 +290,7 @@ def verify_backup_cmd(env_file: Path | None, backup_name: str | None, as_json: b
 @json_option
 def list_backups_cmd(env_file: Path | None, as_json: bool) -> None:
     """The backups under KITTY_BACKUP_DIR, oldest first, and leftovers of interrupted ones."""
-    from kitty_ops import backup  # noqa: PLC0415
+    from kitty_ops.backup import run as backup  # noqa: PLC0415
     found = backup.backups(_backup_settings(env_file, as_json))
     (render.backups_json if as_json else render.backups_text)(found, sys.stdout)
 
@@ -299,7 +303,7 @@ def list_backups_cmd(env_file: Path | None, as_json: bool) -> None:
 def restore_cmd(env_file: Path | None, backup_name: str | None, yes: bool, as_json: bool) -> None:
     """Restore a backup (default: the newest) over the current state, after verifying it and
     taking a safety backup of what is there now."""
-    from kitty_ops import backup  # noqa: PLC0415
+    from kitty_ops.backup import run as backup  # noqa: PLC0415
     settings = _backup_settings(env_file, as_json)
     if not yes:
         if not sys.stdin.isatty():
@@ -325,7 +329,7 @@ def doctor_cmd(env_file: Path | None, as_json: bool) -> None:
 
 
 def _doctor(env_file: Path | None, as_json: bool) -> None:
-    from kitty_ops import doctor  # noqa: PLC0415
+    from kitty_ops.rescue import doctor  # noqa: PLC0415
     settings, problems = config.load_settings(env_file)
     checks = doctor.run(settings, problems)
     (render.doctor_json if as_json else render.doctor_text)(checks, sys.stdout)
@@ -340,7 +344,7 @@ def _doctor(env_file: Path | None, as_json: bool) -> None:
 def emergency_stop_cmd(env_file: Path | None, deadline: float, as_json: bool) -> None:
     """Kill everything the stack owns now: SIGKILL to its recorded process groups (proven ours
     only), docker kill + rm -f of its compose project's containers; then check its ports."""
-    from kitty_ops import emergency  # noqa: PLC0415
+    from kitty_ops.rescue import emergency  # noqa: PLC0415
     settings, _ = config.load_settings(env_file)  # an emergency stop never refuses over configuration
     report = emergency.run(settings, deadline)
     (render.emergency_json(report, sys.stdout) if as_json else render.emergency_text(report, sys.stdout, sys.stderr))

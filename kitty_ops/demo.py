@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from kitty_ops.records import write_atomic
+from kitty_ops.host.records import write_atomic
 
 MODEL_NAME = "gemma-3-270m-q4_k_m.gguf"
 DEMO_ENV = ".demo/demo.env"
@@ -69,7 +69,7 @@ def check_engine(stamp_dir: Path, timeout: float = 300.0) -> int:
     stamp = stamp_dir / f".kitty-engine-ok-{hashlib.sha256(engine.encode()).hexdigest()[:12]}-{_cpu_signature()}"
     if stamp.exists():
         return 0
-    from kitty_ops import probes  # noqa: PLC0415 (only this command needs it)
+    from kitty_ops.host import probes  # noqa: PLC0415 (only this command needs it)
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -90,7 +90,7 @@ def check_engine(stamp_dir: Path, timeout: float = 300.0) -> int:
         if server.poll() is None:
             server.kill()
         out = server.communicate()[0].decode(errors="replace").strip().splitlines()
-    from kitty_ops.procs import exit_description  # noqa: PLC0415
+    from kitty_ops.host.procs import exit_description  # noqa: PLC0415
 
     how = exit_description(server.returncode) if server.returncode is not None else "did not turn healthy"
     print(f"llama-server cannot serve the demo model on this CPU ({how}): {engine}", file=sys.stderr)

@@ -20,7 +20,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from tests.conftest import free_port, wait_until
+from tests.harness import free_port, wait_until
 
 pytestmark = pytest.mark.docker
 

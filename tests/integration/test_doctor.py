@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from kitty_ops import doctor
-from tests.conftest import REPO
+from kitty_ops.rescue import doctor
+from tests.harness import REPO
 
 
 def rows(done: subprocess.CompletedProcess) -> dict[str, dict]:

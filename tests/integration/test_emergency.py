@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from kitty_ops import ports
-from tests.conftest import REPO, alive, bystander, docker, wait_until
+from kitty_ops.host import ports
+from tests.harness import REPO, alive, bystander, docker, wait_until
 
 pytestmark = pytest.mark.docker
 

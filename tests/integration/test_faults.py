@@ -19,8 +19,8 @@ import psutil
 import pytest
 
 from kitty_ops.exitcodes import Exit
-from kitty_ops.ports import is_free
-from tests.conftest import FAKE_SERVER, Project, alive, wait_until
+from kitty_ops.host.ports import is_free
+from tests.harness import FAKE_SERVER, Project, alive, wait_until
 
 CRASH_RUNBOOK = "ops/runbooks/llama-server-crash.md"
 SLOW_RUNBOOK = "ops/runbooks/llama-server-slow-load.md"

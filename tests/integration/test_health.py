@@ -21,7 +21,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import alive, free_port, wait_until
+from tests.harness import alive, free_port, wait_until
 
 FAKE_SERVICE = Path(__file__).resolve().parents[1] / "fakes" / "fake_service.py"
 

@@ -13,9 +13,11 @@ import time
 
 import pytest
 
-from kitty_ops import config, health_run, ports, probes
+from kitty_ops import config
 from kitty_ops.exitcodes import Health
-from tests.conftest import alive, free_port, real_engine, real_model, write_tiny_gguf
+from kitty_ops.health import run as health_run
+from kitty_ops.host import ports, probes
+from tests.harness import alive, free_port, real_engine, real_model, write_tiny_gguf
 
 pytestmark = pytest.mark.real_engine
 

@@ -3,7 +3,7 @@ exactly what starts and stops; an unknown name is a usage error that lists the k
 
 from __future__ import annotations
 
-from tests.conftest import alive
+from tests.harness import alive
 
 
 def test_only_starts_just_that_server_and_skip_leaves_one_out(project):

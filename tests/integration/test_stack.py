@@ -14,7 +14,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.conftest import REPO, alive, bystander, docker, free_port, wait_until
+from tests.harness import REPO, alive, bystander, docker, free_port, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -184,7 +184,7 @@ def test_real_llama_server_answers_through_brain_end_to_end(stack):
     """The real llama-server and the real Gemma model behind the brain stand-in: start-all's
     end-to-end query goes to brain's /api/query (KITTY_E2E_URL), which reaches q4 through
     host.docker.internal. The whole path an operator's query takes."""
-    from tests.conftest import real_engine, real_model
+    from tests.harness import real_engine, real_model
     model = real_model()
     ports = stack.stack_env({"q4": ""}, LLAMACPP_SERVER_BIN=real_engine(), LLAMACPP_MODELS_DIR=model.parent,
                             LLAMACPP_Q4_MODEL=model.name, LLAMACPP_CTX=1024, LLAMACPP_PARALLEL=1,

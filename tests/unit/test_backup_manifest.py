@@ -1,4 +1,4 @@
-"""backup_manifest: names, path safety, hashing, listing and the retention plan (no Docker)."""
+"""kitty_ops.backup.manifest: names, path safety, hashing, listing and the retention plan (no Docker)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from kitty_ops.backup_manifest import (MANIFEST, SCHEMA, BackupInfo, BadBackup, HashingWriter, check_hashes,
-                                       list_backups, load, member, new_name, plan_prune, sha256_file)
+from kitty_ops.backup.manifest import (
+    MANIFEST,
+    SCHEMA,
+    BackupInfo,
+    BadBackup,
+    HashingWriter,
+    check_hashes,
+    list_backups,
+    load,
+    member,
+    new_name,
+    plan_prune,
+    sha256_file,
+)
 
 NOW = datetime(2026, 11, 23, 18, 5, 1, tzinfo=timezone.utc)
 

@@ -1,11 +1,11 @@
-"""backup_parts.pipe: the one way backups run a command: streamed, bounded, argv only."""
+"""kitty_ops.backup.parts.pipe: the one way backups run a command: streamed, bounded, argv only."""
 
 from __future__ import annotations
 
 import os
 import time
 
-from kitty_ops.backup_parts import pipe
+from kitty_ops.backup.parts import pipe
 
 
 def test_stdout_streams_to_the_sink_in_chunks_and_stdin_comes_from_a_file(tmp_path):
@@ -32,7 +32,7 @@ def test_exit_code_and_stderr_are_kept_and_a_missing_command_is_127():
 
 
 def test_redis_info_parsing():
-    from kitty_ops.backup_parts import keyspace_keys, parse_info
+    from kitty_ops.backup.parts import keyspace_keys, parse_info
 
     text = "# Keyspace\r\ndb0:keys=12,expires=1,avg_ttl=0\r\ndb3:keys=5,expires=0,avg_ttl=0\r\n"
     info = parse_info(text)

@@ -1,4 +1,4 @@
-"""compose_outline: the health check's cached, secret-free outline of the compose model."""
+"""kitty_ops.containers.outline: the health check's cached, secret-free outline of the compose model."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kitty_ops import compose_outline
-from kitty_ops.compose import ComposeError, Port, ServiceModel, StackModel
 from kitty_ops.config import ComposeSettings
+from kitty_ops.containers import outline as compose_outline
+from kitty_ops.containers.compose import ComposeError, Port, ServiceModel, StackModel
 from kitty_ops.problems import error
 from kitty_ops.runbooks import Runbook
 

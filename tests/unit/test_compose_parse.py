@@ -8,9 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from kitty_ops.compose import (Compose, ContainerState, Port, ServiceModel, StackModel,
-                               major_version, parse_inspect, parse_model, parse_ps_ids)
 from kitty_ops.config import ComposeSettings
+from kitty_ops.containers.compose import (
+    Compose,
+    ContainerState,
+    Port,
+    ServiceModel,
+    StackModel,
+    major_version,
+    parse_inspect,
+    parse_model,
+    parse_ps_ids,
+)
 
 # Shaped like `docker compose config --format json` (postgres captured from compose v2.40.3).
 CONFIG = {

@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 import json
 
-from kitty_ops.compose import ContainerState
-from kitty_ops.stack import _ContainerWatch, _failure
+from kitty_ops.containers.compose import ContainerState
+from kitty_ops.stack.run import _ContainerWatch, _failure
 
 
 def state(status: str, exit_code: int = 0, restarts: int = 0, health: str = "") -> ContainerState:

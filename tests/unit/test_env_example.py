@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from kitty_ops import config
-from tests.conftest import REPO
+from tests.harness import REPO
 
 # Documented in README.md instead: set in the environment (KITTY_ENV_FILE is set by kitty-ops
 # for compose), not in the env file.
@@ -16,7 +16,7 @@ COMPOSE_FILE = REPO / "infra" / "compose" / "docker-compose.yml"
 
 
 def variables_read_by_code() -> set[str]:
-    code = "".join(p.read_text() for p in (REPO / "kitty_ops").glob("*.py"))
+    code = "".join(p.read_text() for p in (REPO / "kitty_ops").rglob("*.py"))
     return set(re.findall(r'"((?:LLAMACPP|KITTY|IMAGES_SERVICE)_[A-Z0-9_]+)"', code))
 
 

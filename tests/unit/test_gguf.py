@@ -10,8 +10,8 @@ import gguf as gguf_pkg
 import numpy as np
 import pytest
 
-from kitty_ops import gguf
-from kitty_ops.gguf import ModelFileError, inspect
+from kitty_ops.llama import gguf
+from kitty_ops.llama.gguf import ModelFileError, inspect
 
 
 def write_with_gguf_package(path: Path, tensor: bool = True) -> Path:

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from kitty_ops import graph as graphs
-from kitty_ops.compose import ServiceModel, StackModel
 from kitty_ops.config import NativeService
-from kitty_ops.graph import CycleError, Graph, Node, Tier
-
+from kitty_ops.containers.compose import ServiceModel, StackModel
+from kitty_ops.stack import graph as graphs
+from kitty_ops.stack.graph import CycleError, Graph, Node, Tier
 
 # ---------------------------------------------------------------------------------- helpers
 

@@ -11,14 +11,14 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kitty_ops import health, health_render, procs, records
-from kitty_ops.compose import ContainerState, epoch, parse_inspect
+from kitty_ops.containers.compose import ContainerState, epoch, parse_inspect
 from kitty_ops.exitcodes import Health as Level
-from kitty_ops.health import Component
-from kitty_ops.health_run import Report
-from kitty_ops.observe import Observed
-from kitty_ops.probes import Health as Probe
-from kitty_ops.probes import ProbeResult
+from kitty_ops.health import judge as health, render as health_render
+from kitty_ops.health.judge import Component
+from kitty_ops.health.run import Report
+from kitty_ops.host import procs, records
+from kitty_ops.host.observe import Observed
+from kitty_ops.host.probes import Health as Probe, ProbeResult
 from kitty_ops.runbooks import Runbook
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from kitty_ops import llama
 from kitty_ops.config import ServerSpec
-from kitty_ops.llama import EngineInfo, build_argv, normalize_args, parse_help_flags, redact
-from tests.conftest import real_engine
+from kitty_ops.llama import command as llama
+from kitty_ops.llama.command import EngineInfo, build_argv, normalize_args, parse_help_flags, redact
+from tests.harness import real_engine
 
 
 def make_spec(**changes) -> ServerSpec:

@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from kitty_ops import probes
-from kitty_ops.probes import Health, Outcome, poll_intervals, probe_health, wait_ready
-from tests.conftest import free_port
+from kitty_ops.host import probes
+from kitty_ops.host.probes import Health, Outcome, poll_intervals, probe_health, wait_ready
+from tests.harness import free_port
 
 
 def test_poll_intervals_start_grow_and_cap():

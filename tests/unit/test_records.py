@@ -7,9 +7,9 @@ import stat
 
 import pytest
 
-from kitty_ops import records
-from kitty_ops.procs import Identity
-from kitty_ops.records import BadRecord, EngineRecord
+from kitty_ops.host import records
+from kitty_ops.host.procs import Identity
+from kitty_ops.host.records import BadRecord, EngineRecord
 
 
 def make_record(name: str = "q4", **changes) -> EngineRecord:

@@ -26,7 +26,7 @@ def _headings(text: str) -> set[str]:
 
 
 def _sources() -> list[Path]:
-    files = sorted((REPO / "kitty_ops").glob("*.py"))
+    files = sorted((REPO / "kitty_ops").rglob("*.py"))
     files += sorted(p for p in (REPO / "ops" / "scripts").glob("*") if p.is_file())
     return files
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from kitty_ops import validate
 from kitty_ops.config import load_settings
+from kitty_ops.llama import validate
 from kitty_ops.problems import Severity
 from kitty_ops.runbooks import Runbook
-from tests.conftest import FAKE_SERVER, free_port, write_tiny_gguf
+from tests.harness import FAKE_SERVER, free_port, write_tiny_gguf
 
 
 def configure(root: Path, servers: tuple[str, ...] = ("q4",), **extra: object):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import enum
 import os
 import signal
 import subprocess
@@ -22,73 +21,19 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
-from kitty_ops import llama, lock, ports, probes, procs, records, validate
 from kitty_ops.config import ServerSpec, Settings
 from kitty_ops.exitcodes import Exit
+from kitty_ops.host import lock, ports, probes, procs, records
+from kitty_ops.llama import command, validate
+from kitty_ops.outcomes import Action, Outcome, Progress, Result, Silent
 from kitty_ops.problems import Problem
 from kitty_ops.runbooks import Runbook
 
 KILL_WAIT = 5.0  # after SIGKILL the kernel needs only moments; longer means a stuck (D-state) process
 PORT_RELEASE_WAIT = 2.0
 LOG_TAIL_LINES = 15
-
-
-class Action(str, enum.Enum):
-    STARTED = "started"
-    ALREADY_RUNNING = "already-running"
-    FAILED = "failed"
-    ROLLED_BACK = "rolled-back"  # started by this run, stopped again because another server failed
-    STOPPED = "stopped"
-    NOT_RUNNING = "not-running"
-
-
-@dataclasses.dataclass
-class Outcome:
-    name: str
-    action: Action
-    ok: bool
-    port: int
-    url: str
-    pid: int | None = None
-    seconds: float = 0.0
-    detail: str = ""
-    log_tail: list[str] = dataclasses.field(default_factory=list)
-    runbook: Runbook | None = None
-    notes: list[str] = dataclasses.field(default_factory=list)
-    component: str = "llama"  # the tier: llama | native | compose
-
-    def as_dict(self) -> dict:
-        data = dataclasses.asdict(self)
-        data["action"] = self.action.value
-        data["runbook"] = self.runbook.path if self.runbook else None
-        return data
-
-
-@dataclasses.dataclass
-class Result:
-    operation: str
-    exit: Exit
-    outcomes: list[Outcome]
-    problems: list[Problem] = dataclasses.field(default_factory=list)
-    # Filled by the whole-stack start/stop (kitty_ops.stack); empty for the llama tier alone.
-    plan: list[list[str]] = dataclasses.field(default_factory=list)  # start order, level by level
-    checks: list = dataclasses.field(default_factory=list)  # checks.Check after a start
-    notes: list[str] = dataclasses.field(default_factory=list)
-
-
-class Progress(Protocol):
-    def event(self, name: str, message: str) -> None: ...
-
-
-class Silent:
-    def event(self, name: str, message: str) -> None:
-        pass
-
-
-def lock_path(settings: Settings) -> Path:
-    return settings.logs_dir / "kitty-ops.lock"
 
 
 # --------------------------------------------------------------------------------------- start
@@ -114,7 +59,7 @@ class _Launch:
 def start(settings: Settings, config_problems: list[Problem], specs: list[ServerSpec],
           progress: Progress = Silent(), cancel: threading.Event | None = None) -> Result:
     """Raises lock.LockBusy when another run holds the lock, KeyboardInterrupt after cleaning up."""
-    with lock.held(lock_path(settings), settings.lock_timeout, "start"):
+    with lock.held(lock.project_lock(settings.logs_dir), settings.lock_timeout, "start"):
         report = validate.check(settings, config_problems, specs)
         if not report.ok:
             return Result("start", Exit.CONFIG, [], report.problems)
@@ -180,7 +125,7 @@ def _adopt_running(settings: Settings, specs: list[ServerSpec],
             continue
         health = probes.probe_health(record.url, timeout=2.0)
         notes = []
-        if record.argv[1:] != llama.build_argv(spec, record.argv[0])[1:]:
+        if record.argv[1:] != command.build_argv(spec, record.argv[0])[1:]:
             notes.append("running with settings older than the configuration: "
                          f"stop-all then start-all (or `kitty-ops stop --only {spec.name}`) to apply")
         if health.health is probes.Health.READY:
@@ -207,14 +152,14 @@ def _load_or_discard(logs_dir: Path, name: str, progress: Progress) -> records.E
     return record
 
 
-def _spawn(settings: Settings, spec: ServerSpec, engine: llama.EngineInfo,
+def _spawn(settings: Settings, spec: ServerSpec, engine: command.EngineInfo,
            progress: Progress, spawned: list[_Launch]) -> Outcome | None:
-    argv = llama.build_argv(spec, engine.binary_path)
+    argv = command.build_argv(spec, engine.binary_path)
     log = records.log_path(settings.logs_dir, spec.name)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as handle:
-        handle.write(f"\n=== kitty-ops {stamp}: starting {spec.name}: {' '.join(llama.redact(argv))}\n")
+        handle.write(f"\n=== kitty-ops {stamp}: starting {spec.name}: {' '.join(command.redact(argv))}\n")
         offset = handle.tell()
     popen = procs.spawn_detached(argv, log, cwd=settings.project_dir)
     try:
@@ -339,7 +284,7 @@ def _roll_back(settings: Settings, spawned: list[_Launch], progress: Progress,
 
 def stop(settings: Settings, names: list[str], progress: Progress = Silent()) -> Result:
     """Stop the named servers (all enabled and all recorded ones when `names` is empty)."""
-    with lock.held(lock_path(settings), settings.lock_timeout, "stop"):
+    with lock.held(lock.project_lock(settings.logs_dir), settings.lock_timeout, "stop"):
         return stop_servers(settings, names or all_server_names(settings), progress)
 
 

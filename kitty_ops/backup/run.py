@@ -20,18 +20,41 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kitty_ops import __version__, health_run, lifecycle, lock, stack
-from kitty_ops.backup_manifest import (MANIFEST, PARTIAL_SUFFIX, SCHEMA, BackupInfo, BadBackup, check_hashes,
-                                       list_backups, load, member, new_name, plan_prune)
-from kitty_ops.backup_parts import (ENV_FILE, POSTGRES_FILE, REDIS_FILE, EnvFile, Objects, PartFailed, Postgres,
-                                    Redis, Unchecked)
-from kitty_ops.compose import Compose, ComposeError
+from kitty_ops import __version__
+from kitty_ops.backup.manifest import (
+    MANIFEST,
+    PARTIAL_SUFFIX,
+    SCHEMA,
+    BackupInfo,
+    BadBackup,
+    check_hashes,
+    list_backups,
+    load,
+    member,
+    new_name,
+    plan_prune,
+)
+from kitty_ops.backup.parts import (
+    ENV_FILE,
+    POSTGRES_FILE,
+    REDIS_FILE,
+    EnvFile,
+    Objects,
+    PartFailed,
+    Postgres,
+    Redis,
+    Unchecked,
+)
 from kitty_ops.config import Settings
+from kitty_ops.containers.compose import Compose, ComposeError
 from kitty_ops.exitcodes import Health
-from kitty_ops.lifecycle import Progress, Silent
-from kitty_ops.records import write_atomic
-from kitty_ops.render import size as human
+from kitty_ops.formats import size as human
+from kitty_ops.health import run as health_run
+from kitty_ops.host import lock
+from kitty_ops.host.records import write_atomic
+from kitty_ops.outcomes import Progress, Silent
 from kitty_ops.runbooks import Runbook
+from kitty_ops.stack import run as stack
 
 DATA_SERVICES = ("postgres", "redis", "minio")  # what a restore writes into; everything else is a writer
 
@@ -105,7 +128,7 @@ def _tools() -> dict[str, str]:
 
 def backup(settings: Settings, label: str = "", keep: int | None = None, progress: Progress = Silent()) -> Outcome:
     """Raises lock.LockBusy."""
-    with lock.held(lifecycle.lock_path(settings), settings.lock_timeout, "backup"):
+    with lock.held(lock.project_lock(settings.logs_dir), settings.lock_timeout, "backup"):
         return _backup(settings, label, settings.backup.keep if keep is None else keep, progress)
 
 
@@ -263,7 +286,7 @@ def restore(settings: Settings, target: str | None, progress: Progress = Silent(
     path = checked.path
     manifest = load(path)
     outcome = Outcome("restore", False, path, [Step("verify", True, "hashes and formats checked")])
-    with lock.held(lifecycle.lock_path(settings), settings.lock_timeout, "restore"):
+    with lock.held(lock.project_lock(settings.logs_dir), settings.lock_timeout, "restore"):
         progress.event("restore", "safety backup of the current state")
         safety = _backup(settings, "pre-restore", 0, progress)
         if not safety.ok:

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
-from kitty_ops.backup_manifest import CHUNK, HashingWriter, member
-from kitty_ops.compose import Compose, ComposeError
+from kitty_ops.backup.manifest import CHUNK, HashingWriter, member
 from kitty_ops.config import Settings
-from kitty_ops.records import write_atomic
+from kitty_ops.containers.compose import Compose, ComposeError
+from kitty_ops.host.records import write_atomic
 from kitty_ops.runbooks import Runbook
 
 POSTGRES_FILE = "postgres.dump"

@@ -19,7 +19,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from kitty_ops.procs import Identity
+from kitty_ops.host.procs import Identity
 
 RECORD_SCHEMA = 1
 LLAMA = "llamacpp"  # file prefix of llama servers' runtime files

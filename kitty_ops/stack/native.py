@@ -14,9 +14,10 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from kitty_ops import procs, probes, records
 from kitty_ops.config import NativeService, Settings
-from kitty_ops.lifecycle import KILL_WAIT, LOG_TAIL_LINES, Action, Outcome, Progress, terminate
+from kitty_ops.host import probes, procs, records
+from kitty_ops.llama.lifecycle import KILL_WAIT, LOG_TAIL_LINES, terminate
+from kitty_ops.outcomes import Action, Outcome, Progress
 from kitty_ops.runbooks import Runbook
 
 PREFIX = records.SERVICE

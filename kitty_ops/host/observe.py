@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from kitty_ops import probes, procs, records
+from kitty_ops.host import probes, procs, records
 
 DEAD_LOG_LINES = 5  # log lines shown for a process that died behind kitty-ops's back
 

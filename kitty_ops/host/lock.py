@@ -17,6 +17,11 @@ class LockBusy(Exception):
         self.holder = holder
 
 
+def project_lock(logs_dir: Path) -> Path:
+    """The lock every start, stop, backup and restore of one project takes."""
+    return logs_dir / "kitty-ops.lock"
+
+
 _HELD_HERE: set[Path] = set()  # locks this process holds: taking one again is a no-op
 
 

@@ -20,9 +20,9 @@ import subprocess
 import threading
 import time
 
-from kitty_ops import ports, procs, records
-from kitty_ops.compose import PROJECT_LABEL
 from kitty_ops.config import Settings
+from kitty_ops.containers.compose import PROJECT_LABEL
+from kitty_ops.host import ports, procs, records
 from kitty_ops.runbooks import Runbook
 
 DEFAULT_DEADLINE = 15.0

@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import dataclasses
+
 import psutil
 
-from kitty_ops import gguf, llama, ports, procs, records
 from kitty_ops.config import ServerSpec, Settings
+from kitty_ops.host import ports, procs, records
+from kitty_ops.llama import command, gguf
 from kitty_ops.problems import Problem, error, warning
 from kitty_ops.runbooks import Runbook
 
@@ -18,7 +20,7 @@ from kitty_ops.runbooks import Runbook
 class Report:
     settings: Settings
     problems: list[Problem]
-    engine: llama.EngineInfo | None
+    engine: command.EngineInfo | None
     model_bytes: dict[str, int]  # per enabled server: model shards plus mmproj
     running: set[str]  # servers already running and proven ours (their ports are theirs)
 
@@ -34,7 +36,7 @@ def check(settings: Settings, config_problems: list[Problem],
     model_bytes: dict[str, int] = {}
     for spec in specs:
         model_bytes[spec.name] = _check_models(spec, problems)
-        for flag in llama.managed_flags_in_extras(spec):
+        for flag in command.managed_flags_in_extras(spec):
             problems.append(error(
                 f"{spec.var_prefix}EXTRA_ARGS", f"sets {flag}, which kitty-ops manages itself",
                 f"remove {flag} from EXTRA_ARGS and use the {spec.var_prefix}* variable for it",
@@ -68,15 +70,15 @@ def _check_models(spec: ServerSpec, problems: list[Problem]) -> int:
 
 
 def _check_engine(settings: Settings, specs: list[ServerSpec],
-                  problems: list[Problem]) -> llama.EngineInfo | None:
-    binary = llama.resolve_binary(settings.server_bin)
+                  problems: list[Problem]) -> command.EngineInfo | None:
+    binary = command.resolve_binary(settings.server_bin)
     if binary is None:
         problems.append(error(
             "LLAMACPP_SERVER_BIN", f"llama-server binary {settings.server_bin!r} not found or not "
             "executable", "install llama.cpp (`make setup` on Linux, `brew install llama.cpp` on "
             "macOS) or set LLAMACPP_SERVER_BIN to its full path", Runbook.ENGINE_BINARY))
         return None
-    engine = llama.EngineInfo.probe(binary, cache_dir=settings.logs_dir / "cache")
+    engine = command.EngineInfo.probe(binary, cache_dir=settings.logs_dir / "cache")
     if not engine.flags:
         problems.append(warning(
             "LLAMACPP_SERVER_BIN", f"could not read the flags of {binary} from its --help; "
@@ -84,8 +86,8 @@ def _check_engine(settings: Settings, specs: list[ServerSpec],
             Runbook.ENGINE_BINARY))
         return engine
     for spec in specs:
-        extras = set(llama.flags_in(["x", *llama.normalize_args(spec.extra_args)]))
-        for flag in engine.unknown_flags(llama.build_argv(spec, binary)):
+        extras = set(command.flags_in(["x", *command.normalize_args(spec.extra_args)]))
+        for flag in engine.unknown_flags(command.build_argv(spec, binary)):
             subject = f"{spec.var_prefix}EXTRA_ARGS" if flag in extras else "LLAMACPP_SERVER_BIN"
             problems.append(error(
                 subject, f"llama-server {engine.version} does not accept {flag} (server {spec.name!r})",

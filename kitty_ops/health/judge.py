@@ -1,5 +1,5 @@
 """The health report: one verdict per component and one for the stack. Pure: observations in,
-levels and words out; health_run.py gathers the observations, health_render.py prints them.
+levels and words out; run.py gathers the observations, render.py prints them.
 
 Each component gets a monitoring-plugin level (OK, WARNING, CRITICAL, UNKNOWN) and a status word
 as a service's own /health would say it (healthy, loading, starting, unhealthy, down, unknown).
@@ -13,10 +13,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Sequence
 
-from kitty_ops import probes, procs
-from kitty_ops.compose import ContainerState
+from kitty_ops.containers.compose import ContainerState
 from kitty_ops.exitcodes import Health as Level
-from kitty_ops.observe import Observed
+from kitty_ops.host import probes, procs
+from kitty_ops.host.observe import Observed
 from kitty_ops.runbooks import Runbook
 
 SEVERITY = (Level.OK, Level.WARNING, Level.UNKNOWN, Level.CRITICAL)  # least to most urgent

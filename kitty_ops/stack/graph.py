@@ -13,8 +13,8 @@ import dataclasses
 import enum
 from typing import Iterable, Mapping, Sequence
 
-from kitty_ops.compose import StackModel
 from kitty_ops.config import NativeService
+from kitty_ops.containers.compose import StackModel
 
 
 class Tier(str, enum.Enum):

@@ -12,12 +12,12 @@ import socket
 import time
 from typing import Callable
 
-from kitty_ops import ports, probes
-from kitty_ops.compose import Compose, StackModel
 from kitty_ops.config import Settings
-from kitty_ops.graph import Graph, Tier
-from kitty_ops.lifecycle import Progress
+from kitty_ops.containers.compose import Compose, StackModel
+from kitty_ops.host import ports, probes
+from kitty_ops.outcomes import Progress
 from kitty_ops.runbooks import Runbook
+from kitty_ops.stack.graph import Graph, Tier
 
 CHECK_TIMEOUT = 10.0
 E2E_PROMPT = "Reply with one word: ready?"

@@ -9,10 +9,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
 
-from kitty_ops import health, records
 from kitty_ops.exitcodes import Health as Level
-from kitty_ops.health_run import Report
-from kitty_ops.render import duration, table, to_json
+from kitty_ops.formats import duration, table, to_json
+from kitty_ops.health import judge
+from kitty_ops.health.run import Report
+from kitty_ops.host import records
 
 PREFIX = "KITTY"
 
@@ -20,7 +21,7 @@ PREFIX = "KITTY"
 def status_line(report: Report) -> str:
     """`KITTY OK - 8/8 healthy | 'q4_latency'=0.012s;;2;0; ...`: the first line every
     monitoring plugin prints, and all that most of them keep."""
-    perf = health.perfdata(report.components, None, report.probe_timeout)
+    perf = judge.perfdata(report.components, None, report.probe_timeout)
     perf += f"{' ' if perf else ''}'check_time'={report.seconds:.3f}s;;{report.deadline:g};0;"
     return f"{PREFIX} {report.level.name} - {report.summary} | {perf}"
 
@@ -52,7 +53,7 @@ def json_report(report: Report, out: IO[str]) -> None:
         "seconds": round(report.seconds, 4),
         "probe_timeout": report.probe_timeout,
         "deadline": report.deadline,
-        "counts": dict(health.counts(report.components)),
+        "counts": dict(judge.counts(report.components)),
         "components": [c.as_dict() for c in report.components],
         "notes": report.notes,
     }, out)
@@ -74,7 +75,7 @@ def prometheus(report: Report) -> str:
             number = "NaN" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(float(value))
             lines.append(f"{name}{{{rendered}}} {number}" if rendered else f"{name} {number}")
 
-    def who(c: health.Component) -> dict[str, str]:
+    def who(c: judge.Component) -> dict[str, str]:
         return {"component": c.name, "tier": c.tier}
 
     family("kitty_health_status", "gauge",

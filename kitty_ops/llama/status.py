@@ -10,9 +10,9 @@ import concurrent.futures
 import dataclasses
 import enum
 
-from kitty_ops import probes, procs, records
 from kitty_ops.config import Settings
-from kitty_ops.observe import observe
+from kitty_ops.host import probes, procs, records
+from kitty_ops.host.observe import observe
 
 PROBE_TIMEOUT = 1.0
 

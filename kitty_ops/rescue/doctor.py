@@ -15,11 +15,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kitty_ops import graph, validate
-from kitty_ops.compose import Compose, ComposeError, StackModel, major_version
 from kitty_ops.config import Settings
+from kitty_ops.containers.compose import Compose, ComposeError, StackModel, major_version
+from kitty_ops.llama import validate
 from kitty_ops.problems import Problem
 from kitty_ops.runbooks import Runbook
+from kitty_ops.stack import graph
 
 MIN_PYTHON = (3, 10)
 MODELS_FREE_WARN = 10 * 2**30  # room for a new model or a model update

@@ -20,9 +20,9 @@ import re
 from pathlib import Path
 from typing import Callable, Mapping
 
-from kitty_ops.compose import Port, ServiceModel, StackModel
 from kitty_ops.config import ComposeSettings
-from kitty_ops.records import write_atomic
+from kitty_ops.containers.compose import Port, ServiceModel, StackModel
+from kitty_ops.host.records import write_atomic
 
 SCHEMA = 1
 _VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")

@@ -1,11 +1,11 @@
-"""Start and stop the whole stack as one dependency graph (see kitty_ops.graph).
+"""Start and stop the whole stack as one dependency graph (see kitty_ops.stack.graph).
 
 start: validate, preflight Docker, plan, then run every node as soon as its dependencies are
-ready: the llama tier (kitty_ops.lifecycle, all servers at once), the native services and the
+ready: the llama tier (kitty_ops.llama.lifecycle, all servers at once), the native services and the
 compose services. The first failure (a server dies loading, a container exits or turns unhealthy,
 a deadline passes) or Ctrl+C cancels the rest and stops again everything this run started, so
 nothing is left half-started. After a good start: checks (postgres, redis, mosquitto, brain),
-the port summary and the end-to-end query (kitty_ops.checks).
+the port summary and the end-to-end query (kitty_ops.stack.checks).
 
 stop: the graph reversed: a node stops once everything that depends on it has stopped (the
 images API before its worker, app services before infrastructure, containers before the llama
@@ -22,14 +22,16 @@ import threading
 import time
 from typing import Callable
 
-from kitty_ops import checks, graph as graphs, lifecycle, lock, native, validate
-from kitty_ops.compose import SERVICE_LABEL, Compose, ComposeError, ContainerState, StackModel
 from kitty_ops.config import NativeService, Settings
+from kitty_ops.containers.compose import SERVICE_LABEL, Compose, ComposeError, ContainerState, StackModel
 from kitty_ops.exitcodes import Exit
-from kitty_ops.graph import Graph, Node, Tier
-from kitty_ops.lifecycle import Action, Outcome, Progress, Result, Silent
+from kitty_ops.host import lock
+from kitty_ops.llama import lifecycle, validate
+from kitty_ops.outcomes import Action, Outcome, Progress, Result, Silent
 from kitty_ops.problems import Problem, error, has_errors
 from kitty_ops.runbooks import Runbook
+from kitty_ops.stack import checks, graph as graphs, native
+from kitty_ops.stack.graph import Graph, Node, Tier
 
 LOG_TAIL_LINES = 20
 NO_CONTAINER = "no container"
@@ -67,7 +69,7 @@ def _resolve(graph: Graph, selection: Selection) -> tuple[set[str], set[str]]:
 def start(settings: Settings, config_problems: list[Problem], selection: Selection = Selection(),
           progress: Progress = Silent(), cancel: threading.Event | None = None) -> Result:
     """Raises lock.LockBusy, UnknownNames, or KeyboardInterrupt after rolling back."""
-    with lock.held(lifecycle.lock_path(settings), settings.lock_timeout, "start"):
+    with lock.held(lock.project_lock(settings.logs_dir), settings.lock_timeout, "start"):
         if has_errors(config_problems):  # a broken configuration first: it is what to fix first
             return Result("start", Exit.CONFIG, [], validate.check(settings, config_problems).problems)
         compose = Compose(settings.compose) if settings.compose_enabled else None
@@ -495,7 +497,7 @@ class _ContainerWatch:
 def stop(settings: Settings, selection: Selection = Selection(), progress: Progress = Silent(),
          compose_enabled: bool | None = None) -> Result:
     """Raises lock.LockBusy, UnknownNames."""
-    with lock.held(lifecycle.lock_path(settings), settings.lock_timeout, "stop"):
+    with lock.held(lock.project_lock(settings.logs_dir), settings.lock_timeout, "stop"):
         enabled = settings.compose_enabled if compose_enabled is None else compose_enabled
         compose = Compose(settings.compose, all_profiles=True) if enabled else None
         problems: list[Problem] = []

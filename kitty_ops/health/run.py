@@ -1,4 +1,4 @@
-"""`kitty-ops health`: observe every enabled component at once and judge it (health.py).
+"""`kitty-ops health`: observe every enabled component at once and judge it (judge.py).
 
 Every probe has its own timeout for connect and read, and the whole run one deadline: a probe
 still out at the deadline makes its component UNKNOWN and the check returns anyway (its threads
@@ -15,13 +15,16 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from kitty_ops import compose_outline, graph, health, lock, records
-from kitty_ops.compose import Compose, ComposeError, StackModel
 from kitty_ops.config import Settings
+from kitty_ops.containers import outline
+from kitty_ops.containers.compose import Compose, ComposeError, StackModel
 from kitty_ops.exitcodes import Health as Level
-from kitty_ops.health import Component
-from kitty_ops.observe import observe
+from kitty_ops.health import judge
+from kitty_ops.health.judge import Component
+from kitty_ops.host import lock, records
+from kitty_ops.host.observe import observe
 from kitty_ops.runbooks import Runbook
+from kitty_ops.stack import graph
 
 # The docker CLI calls must be finished (or killed) before the deadline, so no child outlives us.
 DOCKER_MARGIN = 0.15
@@ -39,7 +42,7 @@ class Report:
 
     @property
     def summary(self) -> str:
-        text = health.summary(self.components)
+        text = judge.summary(self.components)
         return "; ".join([text, *self.notes]) if self.notes else text
 
 
@@ -95,8 +98,8 @@ def run(settings: Settings, probe_timeout: float, deadline: float) -> Report:
             components.append(_unknown(key, f"no answer within the check's {deadline:g}s deadline "
                                              f"(--deadline, KITTY_HEALTH_DEADLINE)"))
     _needs(settings, components, seen_model.get("model"))
-    health.link_dependencies(components)
-    level = health.worst([c.level for c in components])
+    judge.link_dependencies(components)
+    level = judge.worst([c.level for c in components])
     return Report(level, components, wall, time.monotonic() - started, probe_timeout, deadline)
 
 
@@ -127,14 +130,14 @@ def _llama(settings: Settings, name: str, timeout: float) -> list[Component]:
     spec = settings.server(name)
     seen = observe(settings.logs_dir, name, records.LLAMA, "", timeout)
     base = seen.record.url if seen.record else (spec.url if spec else None)  # where it really listens
-    component = health.from_process(seen, "llama", spec.alias if spec else name, bool(spec and spec.enabled),
+    component = judge.from_process(seen, "llama", spec.alias if spec else name, bool(spec and spec.enabled),
                                     base + "/health" if base else None, Runbook.SERVER_CRASH)
     return [component] if component else []
 
 
 def _native(settings: Settings, service, timeout: float) -> list[Component]:
     seen = observe(settings.logs_dir, service.name, records.SERVICE, service.health_url, timeout)
-    component = health.from_process(seen, "native", service.name, settings.images.enabled,
+    component = judge.from_process(seen, "native", service.name, settings.images.enabled,
                                     service.health_url, Runbook.NATIVE_SERVICE)
     return [component] if component else []
 
@@ -148,7 +151,7 @@ def _compose(settings: Settings, deadline: float, seen_model: dict[str, StackMod
 
     def load_model() -> None:
         try:
-            model_box["model"] = compose_outline.cached_model(
+            model_box["model"] = outline.cached_model(
                 settings.logs_dir / "compose-outline.json", settings.compose, lambda: compose.model(timeout=remaining))
         except ComposeError as exc:
             model_box["model"] = exc
@@ -168,7 +171,7 @@ def _compose(settings: Settings, deadline: float, seen_model: dict[str, StackMod
         component = Component("compose", "compose", Level.UNKNOWN, "unknown",
                               f"cannot tell which services should run: {detail}",
                               runbook=problem.runbook if problem else Runbook.COMPOSE_FILE)
-        return [component] + [health.from_container(name, state, bool(state.health), time.time())
+        return [component] + [judge.from_container(name, state, bool(state.health), time.time())
                               for name, state in sorted(states.items())]
     now = time.time()
     components = []
@@ -179,7 +182,7 @@ def _compose(settings: Settings, deadline: float, seen_model: dict[str, StackMod
                                         f"{engine_problem.message} ({engine_problem.fix})",
                                         service=name, runbook=engine_problem.runbook))
             continue
-        components.append(health.from_container(name, states.get(name), bool(service and service.has_healthcheck), now))
+        components.append(judge.from_container(name, states.get(name), bool(service and service.has_healthcheck), now))
     seen_model["model"] = model
     return components
 

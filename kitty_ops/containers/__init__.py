@@ -1,0 +1,5 @@
+"""The container tier, through the `docker compose` CLI (v2) only: the resolved model, container
+states, and the cached, secret-free outline of the model that the health check reads.
+
+Uses the host primitives and the shared words; knows nothing of llama servers or the graph.
+"""
