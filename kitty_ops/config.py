@@ -12,6 +12,7 @@ generic defaults. Values are never printed except the ones kitty-ops parses itse
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import shlex
@@ -20,6 +21,7 @@ from typing import Mapping
 
 from dotenv import dotenv_values
 
+from kitty_ops.host.platform import Host
 from kitty_ops.problems import Problem, error
 from kitty_ops.runbooks import Runbook
 
@@ -439,6 +441,14 @@ def _server_names(read: _Reader) -> list[str]:
     return names
 
 
+@functools.cache
+def default_threads() -> int:
+    """llama.cpp's own default: the performance cores on macOS (os.cpu_count() counts the
+    efficiency cores too: 32 on an M3 Ultra, which has 24 performance cores), the CPU count
+    elsewhere. Asked of the machine once per process."""
+    return Host.current().performance_cores() or os.cpu_count() or 1
+
+
 def _server(read: _Reader, name: str, models_dir: Path) -> ServerSpec:
     role = {**GENERIC_DEFAULTS, **ROLE_DEFAULTS.get(name, {})}
     own = f"{PREFIX}{name.upper()}_"
@@ -480,7 +490,7 @@ def _server(read: _Reader, name: str, models_dir: Path) -> ServerSpec:
         port=port,
         bind=read.text(var("BIND"), "127.0.0.1"),
         ctx=read.integer(var("CTX"), int(role["ctx"]), 0, 10_000_000, "a context size"),
-        threads=read.integer(var("THREADS"), os.cpu_count() or 1, -1, 1024, "a thread count"),
+        threads=read.integer(var("THREADS"), default_threads(), -1, 1024, "a thread count"),
         batch=read.integer(var("BATCH"), int(role["batch"]), 1, 1_000_000, "a batch size"),
         ubatch=read.integer(var("UBATCH"), int(role["ubatch"]), 1, 1_000_000, "a micro-batch size"),
         parallel=read.integer(var("PARALLEL"), int(role["parallel"]), -1, 1024, "a slot count"),

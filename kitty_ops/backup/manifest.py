@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Iterable
 
+from kitty_ops.host.platform import full_fsync
+
 SCHEMA = "kitty-ops/backup/v1"
 MANIFEST = "manifest.json"
 NAME_RE = re.compile(r"^\d{8}T\d{6}Z(-[a-z0-9-]+)?$")
@@ -64,7 +66,7 @@ class HashingWriter:
 
     def close(self) -> tuple[str, int]:
         self.handle.flush()
-        os.fsync(self.handle.fileno())
+        full_fsync(self.handle.fileno())
         self.handle.close()
         return self.digest.hexdigest(), self.size
 

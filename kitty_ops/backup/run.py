@@ -51,6 +51,7 @@ from kitty_ops.exitcodes import Health
 from kitty_ops.formats import size as human
 from kitty_ops.health import run as health_run
 from kitty_ops.host import lock
+from kitty_ops.host.platform import full_fsync
 from kitty_ops.host.records import write_atomic
 from kitty_ops.outcomes import Progress, Silent
 from kitty_ops.runbooks import Runbook
@@ -106,7 +107,7 @@ def _private_dir(path: Path) -> None:
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        full_fsync(fd)
     finally:
         os.close(fd)
 

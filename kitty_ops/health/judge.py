@@ -17,6 +17,7 @@ from kitty_ops.containers.compose import ContainerState
 from kitty_ops.exitcodes import Health as Level
 from kitty_ops.host import probes, procs
 from kitty_ops.host.observe import Observed
+from kitty_ops.llama.memory import says_out_of_memory
 from kitty_ops.runbooks import Runbook
 
 SEVERITY = (Level.OK, Level.WARNING, Level.UNKNOWN, Level.CRITICAL)  # least to most urgent
@@ -101,8 +102,7 @@ def from_process(observed: Observed, tier: str, service: str, enabled: bool, url
 
 
 def _runbook_for_death(observed: Observed, default: Runbook) -> Runbook:
-    text = " ".join(observed.log_tail).lower()
-    if any(hint in text for hint in ("out of memory", "failed to allocate", "cannot allocate", "oom")):
+    if says_out_of_memory(observed.log_tail):
         return Runbook.OUT_OF_MEMORY
     if observed.liveness is procs.Liveness.FOREIGN or observed.bad_record:
         return Runbook.STALE_PID

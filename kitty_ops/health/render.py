@@ -99,7 +99,7 @@ def prometheus(report: Report) -> str:
 
 
 def write_prometheus(path: Path, report: Report) -> None:
-    """Temp file in the same directory, fsync, rename: the collector sees the old file or the new
+    """Temp file in the same directory, full fsync, rename: the collector sees the old file or the new
     one, never a partial one. Its temp name does not end in .prom, so it is never collected.
     0644: node_exporter usually runs as another user, and the file holds no secret."""
     records.write_atomic(path, prometheus(report), mode=0o644)

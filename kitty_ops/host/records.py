@@ -7,7 +7,7 @@
 Native services of the stack (the images API and worker) have the same three files under the
 prefix `service-` (`.logs/service-images-api.pid`).
 
-Both PID files are written atomically (temporary file, fsync, rename) and 0600, since the
+Both PID files are written atomically (temporary file, full fsync, rename) and 0600, since the
 recorded command line may carry a secret passed through EXTRA_ARGS.
 """
 
@@ -19,6 +19,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from kitty_ops.host.platform import full_fsync
 from kitty_ops.host.procs import Identity
 
 RECORD_SCHEMA = 1
@@ -76,7 +77,7 @@ def write_atomic(path: Path, text: str | bytes, mode: int = 0o600) -> None:
         with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as handle:
             handle.write(text)
             handle.flush()
-            os.fsync(handle.fileno())
+            full_fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:

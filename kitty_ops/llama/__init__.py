@@ -1,5 +1,5 @@
 """The native llama-server tier: model files (GGUF), the command line and the installed binary's
-flags, validation before start, the start/stop lifecycle and status.
+flags, the memory budget, validation before start, the start/stop lifecycle and status.
 
 Uses the host primitives and the shared words; knows nothing of containers or the stack graph.
 """

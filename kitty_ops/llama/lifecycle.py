@@ -26,7 +26,7 @@ from typing import Callable
 from kitty_ops.config import ServerSpec, Settings
 from kitty_ops.exitcodes import Exit
 from kitty_ops.host import lock, ports, probes, procs, records
-from kitty_ops.llama import command, validate
+from kitty_ops.llama import command, memory, validate
 from kitty_ops.outcomes import Action, Outcome, Progress, Result, Silent
 from kitty_ops.problems import Problem
 from kitty_ops.runbooks import Runbook
@@ -190,7 +190,7 @@ def _spawn(settings: Settings, spec: ServerSpec, engine: command.EngineInfo,
 def _failure(spec: ServerSpec, pid: int | None, seconds: float, detail: str, log: Path,
              offset: int, runbook: Runbook) -> Outcome:
     tail = records.tail(log, LOG_TAIL_LINES, offset)
-    if runbook is Runbook.SERVER_CRASH and any("out of memory" in l.lower() or "failed to allocate" in l.lower() for l in tail):
+    if runbook is Runbook.SERVER_CRASH and memory.says_out_of_memory(tail):
         runbook = Runbook.OUT_OF_MEMORY
     return Outcome(spec.name, Action.FAILED, False, spec.port, spec.url, pid, seconds, detail,
                    tail, runbook)

@@ -11,7 +11,8 @@ import psutil
 
 from kitty_ops.config import ServerSpec, Settings
 from kitty_ops.host import ports, procs, records
-from kitty_ops.llama import command, gguf
+from kitty_ops.host.platform import Host
+from kitty_ops.llama import command, gguf, memory
 from kitty_ops.problems import Problem, error, warning
 from kitty_ops.runbooks import Runbook
 
@@ -45,7 +46,7 @@ def check(settings: Settings, config_problems: list[Problem],
     engine = _check_engine(settings, specs, problems)
     running = _running_servers(settings, specs)
     _check_ports(specs, running, problems)
-    _check_memory(model_bytes, problems)
+    _check_memory(specs, model_bytes, problems, Host.current())
     return Report(settings, problems, engine, model_bytes, running)
 
 
@@ -118,16 +119,20 @@ def _check_ports(specs: list[ServerSpec], running: set[str], problems: list[Prob
             f"stop that process, or set {spec.var_prefix}PORT to a free port", Runbook.PORT_CONFLICT))
 
 
-def _check_memory(model_bytes: dict[str, int], problems: list[Problem]) -> None:
-    total = sum(model_bytes.values())
-    physical = psutil.virtual_memory().total
-    if total > physical:
-        problems.append(warning(
-            "LLAMACPP_SERVERS", f"the enabled models need {_gib(total)} but this machine has "
-            f"{_gib(physical)} of memory", "disable a server (LLAMACPP_<NAME>_ENABLED=false) or "
-            "use smaller quantisations", Runbook.OUT_OF_MEMORY))
-
-
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB"
+def _check_memory(specs: list[ServerSpec], model_bytes: dict[str, int], problems: list[Problem],
+                  host: Host) -> None:
+    """Model files plus KV caches against physical memory, and on Apple Silicon what is offloaded
+    against Metal's working set (memory.budget). A model already reported bad is not read again."""
+    reported = {p.subject for p in problems}
+    needs = []
+    for spec in specs:
+        shape = None
+        if str(spec.model) not in ("", ".") and f"{spec.var_prefix}MODEL" not in reported:
+            try:
+                shape = gguf.read_shape(spec.model)
+            except gguf.ModelFileError as exc:
+                problems.append(warning(f"{spec.var_prefix}MODEL", str(exc), exc.fix,
+                                        Runbook.MODEL_FILES))
+        needs.append(memory.need(spec, model_bytes.get(spec.name, 0), shape))
+    problems.extend(memory.budget(needs, psutil.virtual_memory().total, host.gpu_working_set()))
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from kitty_ops.config import Settings
 from kitty_ops.containers.compose import Compose, ComposeError, StackModel, major_version
-from kitty_ops.llama import validate
+from kitty_ops.host.platform import Host
+from kitty_ops.llama import command, validate
 from kitty_ops.problems import Problem
 from kitty_ops.runbooks import Runbook
 from kitty_ops.stack import graph
@@ -45,7 +46,7 @@ def run(settings: Settings, config_problems: list[Problem]) -> list[Check]:
     checks += docker_checks
     report = validate.check(settings, config_problems)
     checks += _from_problems(report)
-    checks += [_accelerator(), *_disk(settings), _env_permissions(settings), _plan(settings, model)]
+    checks += [_accelerator(Host.current(), report.engine), *_disk(settings), _env_permissions(settings), _plan(settings, model)]
     return checks
 
 
@@ -136,18 +137,43 @@ def _from_problems(report: validate.Report) -> list[Check]:
     return checks
 
 
-def _accelerator() -> Check:
-    """Metal on Apple Silicon; an NVIDIA GPU through nvidia-smi (NVML) on Linux; else CPU only."""
-    if platform.system() == "Darwin":
-        if platform.machine() == "arm64":
-            return Check("accelerator", False, "ok", "Apple Silicon: Metal (unified memory)")
-        return Check("accelerator", False, "warn", "Intel Mac: no Metal offload for llama.cpp; CPU only",
-                     Runbook.HIGH_RESOURCE)
+def _accelerator(host: Host, engine: command.EngineInfo | None) -> Check:
+    """What llama-server can offload to, asked of the engine itself (`--list-devices`): a Mac
+    with Metal says nothing about a llama-server built without it. Apple Silicon is read from
+    sysctl, since platform.machine() says x86_64 under Rosetta. On Linux, when the engine lists
+    no device, an NVIDIA GPU through nvidia-smi (NVML); else CPU only."""
+    if engine is None:
+        devices, unknown = None, "no llama-server binary to ask"
+    elif "--list-devices" not in engine.flags:
+        devices, unknown = None, f"llama-server {engine.version} has no --list-devices"
+    else:
+        devices = host.engine_devices(engine.binary_path)
+        unknown = f"{engine.binary_path} --list-devices did not answer"
+    listed = "; ".join(map(str, devices or []))
+    if host.is_macos:
+        if not host.apple_silicon():
+            return Check("accelerator", False, "warn", "Intel Mac: no Metal offload for llama.cpp; CPU only",
+                         Runbook.HIGH_RESOURCE)
+        chip = "Apple Silicon" + (" (this Python runs under Rosetta)" if host.translated() else "")
+        if devices is None:
+            return Check("accelerator", False, "warn", f"{chip}; Metal not confirmed: {unknown}",
+                         Runbook.ENGINE_BINARY)
+        if any(d.is_metal for d in devices):
+            return Check("accelerator", False, "ok", f"{chip}: {listed}")
+        return Check("accelerator", False, "warn",
+                     f"{chip}, but llama-server lists no Metal device ({listed or 'a CPU-only build'}): models "
+                     "answer slowly; install a Metal build: `brew install llama.cpp`", Runbook.ENGINE_BINARY)
+    if devices:
+        return Check("accelerator", False, "ok", f"llama-server: {listed}")
     smi = _run(["nvidia-smi", "--query-gpu=name,memory.total,memory.used,driver_version",
                 "--format=csv,noheader"]) if shutil.which("nvidia-smi") else None
     if smi is not None and smi.returncode == 0 and smi.stdout.strip():
-        gpus = [", ".join(part.strip() for part in line.split(",")) for line in smi.stdout.strip().splitlines()]
-        return Check("accelerator", False, "ok", "NVIDIA: " + "; ".join(gpus))
+        gpus = "; ".join(", ".join(part.strip() for part in line.split(","))
+                         for line in smi.stdout.strip().splitlines())
+        if devices == []:
+            return Check("accelerator", False, "warn", f"NVIDIA: {gpus}, but llama-server lists no device (a CPU-only "
+                         "build): models answer slowly; build llama.cpp with CUDA", Runbook.ENGINE_BINARY)
+        return Check("accelerator", False, "ok", f"NVIDIA: {gpus}")
     why = "nvidia-smi not found" if smi is None else "nvidia-smi found no GPU"
     return Check("accelerator", False, "warn", f"CPU only ({why}): models load and answer slowly",
                  Runbook.HIGH_RESOURCE)

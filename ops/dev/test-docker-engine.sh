@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Bring up what the container tests need on a Debian machine with no registry access:
-# a Docker engine (dockerd, vfs storage), the compose v2 plugin, and the locally built test
-# image. Idempotent: reuses a running daemon and images already built (the data root is kept
-# across runs on the same machine). Prints the image tag on its last line.
+# Bring up what the container tests need: a Docker engine, the compose v2 plugin, and the locally
+# built test image. On macOS that is the running Docker Desktop and a Debian base pulled from
+# Docker Hub; on a Debian machine with no registry access, dockerd and a debootstrap base.
+# Idempotent: reuses a running daemon and images already built (the data root is kept across
+# runs on the same machine). Prints the image tag on its last line.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 data_root="${KITTY_TEST_DOCKER_ROOT:-/var/lib/kitty-ops-test-docker}"
@@ -12,6 +13,29 @@ sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
 
 say() { echo "test-docker-engine: $*" >&2; }
 
+# build_test_image: the stand-in image, tagged after its build context so a change rebuilds it.
+build_test_image() {
+  local context="$here/tests/docker" digest image
+  digest="$(cd "$context" && find . -type f -print0 | sort -z | xargs -0 shasum -a 256 | shasum -a 256 | cut -c1-12)"
+  image="kitty-ops-test/services:$digest"
+  if ! docker image inspect "$image" >/dev/null 2>&1; then
+    say "building $image"
+    docker build -q --network host -t "$image" "$context" >&2
+  fi
+  echo "$image"
+}
+
+base="kitty-ops-test/base:bookworm"
+if [[ "$(uname -s)" == Darwin ]]; then
+  # Docker Desktop runs the engine and ships compose v2; its base image comes from Docker Hub.
+  docker info >/dev/null 2>&1 || { say "Docker Desktop is not running: open -a Docker, then run make test again"; exit 1; }
+  docker compose version >/dev/null 2>&1 || { say "no compose v2 plugin: update Docker Desktop"; exit 1; }
+  docker image inspect "$base" >/dev/null 2>&1 || { docker pull -q debian:bookworm-slim >&2 && docker tag debian:bookworm-slim "$base"; }
+  build_test_image
+  exit 0
+fi
+
+# linux-only from here: Debian's docker.io, dockerd and a debootstrap base (no registry here).
 if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
   say "installing docker.io and debootstrap"
   $sudo apt-get update -q
@@ -46,7 +70,6 @@ if ! HOME=/nonexistent docker compose version >/dev/null 2>&1; then
   docker compose version >&2
 fi
 
-base="kitty-ops-test/base:bookworm"
 if ! docker image inspect "$base" >/dev/null 2>&1; then
   say "building $base with debootstrap (a few minutes, once per machine)"
   rootfs="$(mktemp -d)"
@@ -56,12 +79,4 @@ if ! docker image inspect "$base" >/dev/null 2>&1; then
   $sudo tar -C "$rootfs" -c . | docker import - "$base" >/dev/null
 fi
 
-# The tag follows the build context, so a changed Dockerfile or entrypoint rebuilds.
-context="$here/tests/docker"
-digest="$(cd "$context" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)"
-image="kitty-ops-test/services:$digest"
-if ! docker image inspect "$image" >/dev/null 2>&1; then
-  say "building $image"
-  docker build -q --network host -t "$image" "$context" >&2
-fi
-echo "$image"
+build_test_image

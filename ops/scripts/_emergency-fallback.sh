@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The emergency stop without Python, for when the virtualenv is broken. It does what
 # `kitty-ops emergency-stop` does, with the same rule: a PID is killed only when its process
-# start time (to 0.05 s; 1 s on macOS) and the last argument of its command line match its
-# identity record; containers only by the stack's compose project label. The one ops script
-# with logic in it, on purpose: it must not depend on anything that can be broken.
+# start time (to the second) and the arguments at the end of its command line match its identity
+# record, and a record is removed only when its process is gone or provably another program;
+# containers only by the stack's compose project label. The one ops script with logic in it, on
+# purpose: it must not depend on anything that can be broken. Written for bash 3.2 and BSD
+# userland (macOS) as much as for Linux.
 set -uo pipefail
 
 project_dir="${KITTY_PROJECT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
@@ -29,16 +31,26 @@ logs_dir="$(setting KITTY_LOGS_DIR .logs)"
 project="$(setting KITTY_COMPOSE_PROJECT kitty)"
 failed=0
 
-# start_time PID: the process's start as Unix seconds (fractional on Linux), or nothing.
-start_time() {
-  if [[ -r "/proc/$1/stat" ]]; then
-    local ticks btime
-    ticks="$(sed 's/^.*) //' "/proc/$1/stat" | awk '{print $20}')"
-    btime="$(awk '/^btime/ {print $2}' /proc/stat)"
-    awk -v t="$ticks" -v b="$btime" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.3f", b + t / hz}'
-  else
-    date -j -f "%a %b %d %T %Y" "$(ps -o lstart= -p "$1" 2>/dev/null)" +%s 2>/dev/null
-  fi
+# The same commands on macOS (BSD ps, bash 3.2, no timeout(1)) and Linux (procps): the fields
+# read from ps are locale-free (etime, args, stat) and LC_ALL=C keeps them so.
+export LC_ALL=C
+
+# with_deadline SECONDS CMD...: run CMD; SIGTERM it after SECONDS, SIGKILL 2 s later; 124 then.
+with_deadline() {
+  local tenths=$(($1 * 10)) pid waited=0
+  shift
+  "$@" &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    if [[ "$waited" -eq "$tenths" ]]; then kill -TERM "$pid" 2>/dev/null; fi
+    if [[ "$waited" -ge $((tenths + 20)) ]]; then kill -KILL "$pid" 2>/dev/null; break; fi
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  wait "$pid"
+  local status=$?
+  [[ "$waited" -lt "$tenths" ]] || return 124
+  return "$status"
 }
 
 # running PID: alive and not a zombie (a killed orphan may wait a while for init to reap it).
@@ -48,74 +60,112 @@ running() {
   [[ -n "$state" && "$state" != Z* ]]
 }
 
-# last_arg PID: the last argument of its command line.
-last_arg() {
-  if [[ -r "/proc/$1/cmdline" ]]; then
-    tr '\0' '\n' <"/proc/$1/cmdline" | tail -n 1
-  else
-    ps -o args= -p "$1" | awk '{print $NF}'
-  fi
+# started_at PID: the process's start as Unix seconds (to 1 s), from its elapsed time
+# ([[dd-]hh:]mm:ss on both BSD and procps ps), so no locale-dependent date is parsed.
+started_at() {
+  local etime now
+  etime="$(ps -o etime= -p "$1" 2>/dev/null | tr -d ' ')" || return 1
+  now="$(date +%s)" || return 1
+  [[ -n "$etime" ]] || return 1
+  awk -v e="$etime" -v now="$now" 'BEGIN {
+    n = split(e, dh, "-"); days = (n == 2) ? dh[1] : 0; hms = dh[n]
+    k = split(hms, f, ":"); s = 0; for (i = 1; i <= k; i++) s = s * 60 + f[i]
+    if (hms !~ /^[0-9:]+$/ || k < 2) exit 1
+    print now - (days * 86400 + s) }'
 }
 
-# ours RECORD: the recorded process is alive and provably the one kitty-ops started.
-ours() {
-  local pid created started recorded_last tolerance
-  pid="$(sed -n 's/^  "pid": \([0-9][0-9]*\),$/\1/p' "$1")"
-  created="$(sed -n 's/^  "create_time": \([0-9.][0-9.]*\),$/\1/p' "$1")"
-  recorded_last="$(sed -n '/^  "argv": \[/,/^  \],*$/p' "$1" | sed -n 's/^    "\(.*\)",*$/\1/p' | tail -n 1)"
-  [[ -n "$pid" && -n "$created" ]] || return 1
-  started="$(start_time "$pid")" || return 1
-  [[ -n "$started" ]] || return 1
-  tolerance=0.05
-  [[ -r "/proc/$pid/stat" ]] || tolerance=1.5
-  awk -v a="$started" -v b="$created" -v t="$tolerance" 'BEGIN {d = a - b; exit !(d < t && d > -t)}' || return 1
-  [[ "$(last_arg "$pid")" == "$recorded_last" ]] || return 1
-  echo "$pid"
+# record_field RECORD KEY: a number field of an identity record (written by kitty-ops, indent 2).
+record_field() {
+  sed -n "s/^  \"$2\": \([0-9.][0-9.]*\),\$/\1/p" "$1"
+}
+
+# recorded_args RECORD: the arguments kitty-ops passed (argv without the binary), space-joined.
+recorded_args() {
+  sed -n '/^  "argv": \[/,/^  \],*$/p' "$1" | sed -n 's/^    "\(.*\)",*$/\1/p' | sed '1d' \
+    | sed 's/\\"/"/g; s/\\\\/\\/g' | tr '\n' ' ' | sed 's/ $//'
+}
+
+# proof RECORD: "ours PID", "gone" (not running: the record may go), "foreign PID" (the PID now
+# runs something else: the record may go) or "unproven PID WHY" (alive, but ps could not be read:
+# neither signal it nor remove its record).
+proof() {
+  local pid created started args recorded
+  pid="$(record_field "$1" pid)"
+  created="$(record_field "$1" create_time)"
+  if [[ -z "$pid" || -z "$created" ]]; then echo "unproven ? damaged record"; return; fi
+  running "$pid" || { echo "gone"; return; }
+  started="$(started_at "$pid")" || { echo "unproven $pid cannot read its start time"; return; }
+  args="$(ps -ww -o args= -p "$pid" 2>/dev/null)" || { echo "unproven $pid cannot read its command line"; return; }
+  recorded="$(recorded_args "$1")"
+  # A PID reused by another program started at another time: the record is stale. The same start
+  # second but other arguments proves nothing either way (an escaped character in the record, a
+  # renamed process): left alone, record kept. A script's interpreter may stand before the
+  # recorded arguments, as in kitty-ops itself.
+  if ! awk -v a="$started" -v b="$created" 'BEGIN {d = a - b; exit !(d < 2 && d > -2)}'; then
+    echo "foreign $pid"
+  elif [[ "$args" == *" $recorded" || "$args" == "$recorded" ]]; then
+    echo "ours $pid"
+  else
+    echo "unproven $pid its command line does not end with the recorded arguments"
+  fi
 }
 
 ports=()  # the llama servers' ports, read before their records go
 for record in "$logs_dir"/llamacpp-*.json; do
-  [[ -f "$record" ]] && ports+=("$(sed -n 's/^  "port": \([0-9][0-9]*\),$/\1/p' "$record")")
+  [[ -f "$record" ]] && ports+=("$(record_field "$record" port)")
 done
 
 for record in "$logs_dir"/llamacpp-*.json "$logs_dir"/service-*.json; do
   [[ -f "$record" ]] || continue
   name="$(basename "$record" .json)"
-  if pid="$(ours "$record")"; then
-    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
-    for _ in $(seq 1 $((deadline * 20))); do
-      running "$pid" || break
-      sleep 0.05
-    done
-    if running "$pid"; then
-      echo "process    $name  FAILED      pid $pid survived SIGKILL"
+  read -r verdict pid reason <<<"$(proof "$record")"
+  case "$verdict" in
+    ours)
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
+      for _ in $(seq 1 $((deadline * 20))); do
+        running "$pid" || break
+        sleep 0.05
+      done
+      if running "$pid"; then
+        echo "process    $name  FAILED      pid $pid survived SIGKILL"
+        failed=1
+        continue
+      fi
+      echo "process    $name  killed      SIGKILL to process group $pid" ;;
+    gone)
+      echo "process    $name  gone        not running; record removed" ;;
+    foreign)
+      echo "process    $name  left alone  pid $pid now runs another program; record removed" ;;
+    *)
+      echo "process    $name  FAILED      pid $pid left alone and its record kept: $reason"
       failed=1
-      continue
-    fi
-    echo "process    $name  killed      SIGKILL to process group $pid"
-  else
-    echo "process    $name  left alone  not running, or its PID no longer proves to be ours"
-  fi
+      continue ;;
+  esac
   rm -f "$record" "${record%.json}.pid"
 done
 
-if command -v docker >/dev/null; then
-  ids="$(timeout "$deadline" docker ps --all --quiet --filter "label=com.docker.compose.project=$project")"
-  if [[ -n "$ids" ]]; then
-    # shellcheck disable=SC2086  # one ID per word, by design
-    timeout "$deadline" docker kill $ids >/dev/null 2>&1
-    # shellcheck disable=SC2086
-    timeout "$deadline" docker rm --force $ids >/dev/null 2>&1
-    if [[ -n "$(timeout "$deadline" docker ps --all --quiet --filter "label=com.docker.compose.project=$project")" ]]; then
-      echo "container  project $project  FAILED  some containers remain (docker ps --filter label=com.docker.compose.project=$project)"
-      failed=1
-    else
-      echo "container  project $project  removed  docker kill, rm -f (volumes kept)"
-    fi
+compose_enabled="$(setting KITTY_COMPOSE_ENABLED true)"
+if [[ "$compose_enabled" =~ ^([Ff]alse|0|[Nn]o|[Oo]ff)$ ]] || ! command -v docker >/dev/null; then
+  :  # no container tier here: nothing to list
+elif ! ids="$(with_deadline "$deadline" docker ps --all --quiet --filter "label=com.docker.compose.project=$project")"; then
+  echo "container  project $project  FAILED  cannot list containers (is the Docker engine or Docker Desktop running?)"
+  failed=1
+elif [[ -n "$ids" ]]; then
+  # shellcheck disable=SC2086  # one ID per word, by design
+  with_deadline "$deadline" docker kill $ids >/dev/null 2>&1
+  # shellcheck disable=SC2086
+  with_deadline "$deadline" docker rm --force $ids >/dev/null 2>&1
+  if ! left="$(with_deadline "$deadline" docker ps --all --quiet --filter "label=com.docker.compose.project=$project")" \
+      || [[ -n "$left" ]]; then
+    echo "container  project $project  FAILED  some containers remain (docker ps --filter label=com.docker.compose.project=$project)"
+    failed=1
+  else
+    echo "container  project $project  removed  docker kill, rm -f (volumes kept)"
   fi
 fi
 
-for record_port in "${ports[@]}"; do
+# ${ports[@]+...}: bash 3.2 (macOS /bin/bash) aborts on an empty array under set -u.
+for record_port in ${ports[@]+"${ports[@]}"}; do
   [[ -n "$record_port" ]] || continue
   if (exec 3<>"/dev/tcp/127.0.0.1/$record_port") 2>/dev/null; then
     echo "port       127.0.0.1:$record_port  BUSY  still answers"

@@ -113,8 +113,8 @@ teardown() {
   local made
   made="$(find "$backups" -mindepth 1 -maxdepth 1 -type d)"
   [[ "$(basename "$made")" =~ ^[0-9]{8}T[0-9]{6}Z$ ]] || fail "backup directory name: $made"
-  assert_equal "$(stat -c %a "$made")" "700"
-  assert_equal "$(stat -c %a "$made/env")" "600"
+  assert_equal "$(file_mode "$made")" "700"
+  assert_equal "$(file_mode "$made/env")" "600"
   cmp "$made/env" "$ENV_FILE" || fail "the backed-up env differs from the original"
 
   run --separate-stderr "$REPO_ROOT/.venv/bin/kitty-ops" verify-backup --env-file "$ENV_FILE"
@@ -129,7 +129,7 @@ teardown() {
   run --separate-stderr "$RESTORE_STATE" --env-file "$ENV_FILE" --yes
   [[ "$status" -eq 0 ]] || fail "restore-state.sh --yes exited $status; stderr: $stderr"
   cmp "$made/env" "$ENV_FILE" || fail "the env file was not restored"
-  assert_equal "$(stat -c %a "$ENV_FILE")" "600"
+  assert_equal "$(file_mode "$ENV_FILE")" "600"
   # The state before the restore was kept: a second, complete backup labelled pre-restore.
   compgen -G "$backups/*-pre-restore/manifest.json" >/dev/null || fail "no safety backup in $backups"
 }
@@ -179,4 +179,14 @@ teardown() {
     first="$(grep -v -E '^[[:space:]]*(#|$)' "$script" | head -n 1)"
     assert_equal "$first" "set -euo pipefail"
   done
+}
+
+@test "with BASH32 set, the scripts' #!/usr/bin/env bash is that bash 3.2 (as macOS's /bin/bash)" {
+  local version
+  version="$(env bash -c 'echo "${BASH_VERSINFO[0]}.${BASH_VERSINFO[1]}"')"
+  if [[ -n "${BASH32:-}" ]]; then
+    assert_equal "$version" "3.2"
+  else
+    [[ "$version" =~ ^[0-9]+\.[0-9]+$ ]] || fail "no bash version: $version"
+  fi
 }

@@ -12,10 +12,12 @@ RESTORE_STATE="$REPO_ROOT/ops/scripts/restore-state.sh"
 EMERGENCY_STOP="$REPO_ROOT/ops/scripts/emergency-stop.sh"
 FAKE_SERVER="$REPO_ROOT/tests/fakes/fake_llama_server.py"
 
+# The helper libraries: Debian's /usr/lib/bats, or Homebrew's (brew tap bats-core/bats-core).
 load_libs() {
-  load '/usr/lib/bats/bats-support/load'
-  load '/usr/lib/bats/bats-assert/load'
-  load '/usr/lib/bats/bats-file/load'
+  export BATS_LIB_PATH="${BATS_LIB_PATH:-/usr/lib/bats:/opt/homebrew/lib:/usr/local/lib}"
+  bats_load_library bats-support
+  bats_load_library bats-assert
+  bats_load_library bats-file
 }
 
 common_setup() {
@@ -25,8 +27,20 @@ common_setup() {
   while read -r var; do
     unset "$var"
   done < <(compgen -e | grep -E '^(LLAMACPP|KITTY)_' || true)
+  # The sandboxed HOME hides Docker Desktop's context (~/.docker): keep its endpoint.
+  if [[ -z "${DOCKER_HOST:-}" ]] && command -v docker >/dev/null; then
+    DOCKER_HOST="$(docker context inspect --format '{{.Endpoints.docker.Host}}' 2>/dev/null || true)"
+    if [[ -n "$DOCKER_HOST" ]]; then export DOCKER_HOST; else unset DOCKER_HOST; fi
+  fi
   export HOME="$BATS_TEST_TMPDIR/home"
   mkdir -p "$HOME"
+  # BASH32 names a bash 3.2 (macOS's /bin/bash level): every `#!/usr/bin/env bash` script the
+  # test runs then runs under it, as it does on a Mac whose PATH has no Homebrew bash first.
+  if [[ -n "${BASH32:-}" ]]; then
+    mkdir -p "$BATS_TEST_TMPDIR/bash32"
+    ln -sf "$BASH32" "$BATS_TEST_TMPDIR/bash32/bash"
+    export PATH="$BATS_TEST_TMPDIR/bash32:$PATH"
+  fi
   export PYTHONUNBUFFERED=1
   WORK_DIR="$BATS_TEST_TMPDIR/elsewhere"
   mkdir -p "$WORK_DIR"
@@ -76,4 +90,19 @@ alive() {
   local state
   state="$(ps -o stat= -p "$1" 2>/dev/null)" || return 1
   [[ -n "$state" && "$state" != Z* ]]
+}
+
+# wait_gone PID: up to 5 s for PID to exit (or turn zombie).
+wait_gone() {
+  local _
+  for _ in $(seq 1 100); do
+    alive "$1" || return 0
+    sleep 0.05
+  done
+  fail "pid $1 still runs"
+}
+
+# file_mode PATH: the permission bits in octal (GNU stat -c, BSD stat -f).
+file_mode() {
+  stat -c %a "$1" 2>/dev/null || stat -f %Lp "$1"  # linux-only: the first form; macOS takes the second
 }
