@@ -97,16 +97,18 @@ proof() {
   started="$(started_at "$pid")" || { echo "unproven $pid cannot read its start time"; return; }
   args="$(ps -ww -o args= -p "$pid" 2>/dev/null)" || { echo "unproven $pid cannot read its command line"; return; }
   recorded="$(recorded_args "$1")"
-  # A PID reused by another program started at another time: the record is stale. The same start
-  # second but other arguments proves nothing either way (an escaped character in the record, a
-  # renamed process): left alone, record kept. A script's interpreter may stand before the
-  # recorded arguments, as in kitty-ops itself.
+  # A PID reused by another program: it started at another second, or (ASCII arguments, which ps
+  # shows exactly under LC_ALL=C) it runs other arguments. A non-ASCII argument ("\u00e9" in the
+  # record, mangled by ps) cannot be compared: such a process is left alone and its record kept.
+  # A script's interpreter may stand before the recorded arguments, as in kitty-ops itself.
   if ! awk -v a="$started" -v b="$created" 'BEGIN {d = a - b; exit !(d < 2 && d > -2)}'; then
     echo "foreign $pid"
   elif [[ "$args" == *" $recorded" || "$args" == "$recorded" ]]; then
     echo "ours $pid"
+  elif [[ "$recorded" == *'\u'* || "$recorded" == *[![:print:]]* ]]; then
+    echo "unproven $pid its recorded arguments have characters ps cannot show for comparison"
   else
-    echo "unproven $pid its command line does not end with the recorded arguments"
+    echo "foreign $pid"
   fi
 }
 

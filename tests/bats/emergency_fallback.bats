@@ -95,18 +95,34 @@ start_fake() {
   assert_file_not_exists "$record"
 }
 
-@test "fallback keeps the record of a live process it cannot prove (same start, other arguments) and exits 1" {
-  start_fake
-  local record="$LOGS_DIR/llamacpp-q4.json"
-  # The recorded arguments no longer match what the process runs (an escape, a rename).
-  sed -i.bak 's/"--alias",/"--alias-renamed",/' "$record"
+@test "fallback leaves a live process it cannot compare (a non-ASCII argument) alone, keeps its record, exits 1" {
+  local accented="$BATS_TEST_TMPDIR/Café"
+  mkdir -p "$accented"
+  start_fake "--fake-ready-file '$accented/ready'"
+  grep -q 'Caf\\u00e9' "$LOGS_DIR/llamacpp-q4.json" || fail "the record does not escape the é"
   run --separate-stderr "$FALLBACK" --env-file "$ENV_FILE"
   [[ "$status" -eq 1 ]] || fail "exited $status; stdout: $output"
   [[ "$output" == *"record kept"* ]] || fail "no 'record kept' row: $output"
   alive "$PID" || fail "pid $PID was killed without proof"
-  assert_file_exists "$record"
+  assert_file_exists "$LOGS_DIR/llamacpp-q4.json"
   assert_file_exists "$LOGS_DIR/llamacpp-q4.pid"
-  mv "$record.bak" "$record"  # teardown's stop-all can prove it again
+}
+
+@test "fallback removes the record of a PID reused within the same second by another program" {
+  start_fake
+  local record="$LOGS_DIR/llamacpp-q4.json" created
+  kill -KILL "$PID"
+  wait_gone "$PID"
+  sleep 300 &
+  STRANGER=$!
+  # The stranger's own start second, so only its arguments tell it apart.
+  created="$("$REPO_ROOT/.venv/bin/python" -c 'import psutil,sys; print(psutil.Process(int(sys.argv[1])).create_time())' "$STRANGER")"
+  sed -i.bak "s/^  \"pid\": [0-9]*,/  \"pid\": $STRANGER,/; s/^  \"create_time\": [0-9.]*,/  \"create_time\": $created,/" "$record"
+  run --separate-stderr "$FALLBACK" --env-file "$ENV_FILE"
+  [[ "$status" -eq 0 ]] || fail "exited $status; stdout: $output; stderr: $stderr"
+  alive "$STRANGER" || fail "the stranger $STRANGER was killed"
+  [[ "$output" == *"left alone"* ]] || fail "no 'left alone' row: $output"
+  assert_file_not_exists "$record"
 }
 
 @test "fallback with the Docker engine down: a FAILED container row and exit 1, never a silent 0" {
