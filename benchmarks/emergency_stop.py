@@ -3,7 +3,7 @@
 same stack, measured in the same run.
 
 The stack: two fake llama servers (q4 ignores SIGTERM), the compose tier (postgres, redis,
-mosquitto, minio) and an extra container whose PID 1 ignores SIGTERM, with the default grace
+mosquitto, rustfs) and an extra container whose PID 1 ignores SIGTERM, with the default grace
 times (KITTY_STOP_GRACE=10, KITTY_COMPOSE_STOP_TIMEOUT=10). Each variant runs --runs times on a
 freshly started stack:
   emergency-stop.sh           kitty-ops emergency-stop (SIGKILL, docker kill + rm -f, ports checked)

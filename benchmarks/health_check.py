@@ -3,7 +3,7 @@
 the seed manual's sequential `curl -sf` loop, measured in the same run.
 
 The stack (started once with `kitty-ops start`): three fake llama servers (q4, f16, summary) and
-the real compose tier on the local Docker engine (postgres, redis, mosquitto, minio, brain; the
+the real compose tier on the local Docker engine (postgres, redis, mosquitto, rustfs, brain; the
 test image from ops/dev/test-docker-engine.sh): 8 components.
 
 Black hole: the summary server is suspended with SIGSTOP. Its socket still accepts connections
@@ -40,7 +40,7 @@ from common import docker_test_image, header, started, temp_stack, verdict
 from tests.harness import StackProject
 
 SERVERS = ("q4", "f16", "summary")
-CONTAINERS = ("postgres", "redis", "mosquitto", "minio", "brain")
+CONTAINERS = ("postgres", "redis", "mosquitto", "rustfs", "brain")
 HOLE = "summary"
 
 

@@ -2,7 +2,7 @@
 """Whole-stack start: `kitty-ops start` against the critical-path ideal and the seed manual.
 
 The stack: four fake llama servers that load in 2, 6, 3 and 4 s (q4, f16, summary, vision), and
-the real compose tier on the local Docker engine (postgres, redis, mosquitto, minio, brain; the
+the real compose tier on the local Docker engine (postgres, redis, mosquitto, rustfs, brain; the
 test image from ops/dev/test-docker-engine.sh) with start-up delays added by an override
 (postgres 2 s, redis 1 s, mosquitto 1 s, brain 1 s before they listen). brain depends on
 postgres, redis and mosquitto and, through its kitty-ops.needs label, on every llama server.
@@ -40,7 +40,7 @@ from tests.harness import COMPOSE_BASE, COMPOSE_TEST, StackProject, free_port
 LOADS = {"q4": 2.0, "f16": 6.0, "summary": 3.0, "vision": 4.0}
 DELAYS = {"postgres": 2, "redis": 1, "mosquitto": 1, "brain": 1}
 ENTRYPOINTS = {"postgres": "postgres-entrypoint", "mosquitto": "mosquitto-entrypoint", "brain": "stand-in-http"}
-SERVICES = ("postgres", "redis", "mosquitto", "minio", "brain")
+SERVICES = ("postgres", "redis", "mosquitto", "rustfs", "brain")
 
 
 def delay_override() -> str:
@@ -68,7 +68,7 @@ class Bench:
         files = [a for f in [COMPOSE_BASE, COMPOSE_TEST, *self.project.overrides] for a in ("-f", str(f))]
         env = {**os.environ, "KITTY_ENV_FILE": str(self.project.env_file)}
         return subprocess.run(["docker", "compose", "-p", project or self.project.compose_project,
-                               "--env-file", str(self.project.env_file), *files, "--profile", "brain", *args],
+                               "--env-file", str(self.project.env_file), *files, "--profile", "rustfs", "--profile", "brain", *args],
                               capture_output=True, text=True, timeout=300, env=env)
 
     def reset(self, project: str | None = None) -> None:

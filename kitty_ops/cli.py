@@ -6,6 +6,7 @@ exit codes come from kitty_ops.exitcodes only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -17,10 +18,10 @@ from pathlib import Path
 import click
 
 from kitty_ops import __version__, config, formats, render
-from kitty_ops.containers.compose import ComposeError
+from kitty_ops.containers.compose import Compose, ComposeError
 from kitty_ops.exitcodes import DESCRIPTIONS, HEALTH_DESCRIPTIONS, Exit, Health
 from kitty_ops.host import lock, probes, records
-from kitty_ops.llama import status, validate
+from kitty_ops.llama import drain, status, validate
 from kitty_ops.runbooks import Runbook
 from kitty_ops.stack import run as stack
 
@@ -48,9 +49,12 @@ def cli() -> None:
 @env_file_option
 @json_option
 def validate_cmd(env_file: Path | None, as_json: bool) -> None:
-    """Check configuration, model files, the engine binary and ports; report every problem."""
+    """Check configuration, model files, the engine binary, ports and the compose stack's
+    images; report every problem."""
     settings, problems = config.load_settings(env_file)
     report = validate.check(settings, problems)
+    if settings.compose_enabled:  # the images compose resolves (no daemon needed)
+        report.problems += Compose(settings.compose).image_problems()
     (render.validate_json if as_json else render.validate_text)(report, sys.stdout)
     sys.exit(Exit.OK if report.ok else Exit.CONFIG)
 
@@ -61,6 +65,22 @@ def _interrupt_on_sigterm() -> None:
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGHUP, handler)
+
+
+@contextlib.contextmanager
+def _first_interrupt_ends_drains(progress: render.LineProgress):
+    """During a stop, the first Ctrl+C ends the drains (the stop goes on as usual); the second
+    interrupts as always."""
+    def interrupted(signum, frame):
+        signal.signal(signal.SIGINT, previous)
+        progress.event("*", "Ctrl+C: no more waiting for answers in flight; stopping now")
+        drain.skip_remaining()
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _run_locked(operation, as_json: bool, progress: render.LineProgress | None = None):
@@ -142,22 +162,201 @@ def start_cmd(env_file: Path | None, only: tuple[str, ...], skip: tuple[str, ...
 @click.option("--no-compose", is_flag=True, help="Leave the container tier alone (native processes only).")
 @click.option("--grace", type=click.FloatRange(min=0), default=None,
               help="Seconds between SIGTERM and SIGKILL (default KITTY_STOP_GRACE, 10).")
+@click.option("--drain-timeout", type=click.FloatRange(min=0), default=None,
+              help="Seconds each llama server may take to finish the answers it is writing before "
+                   "SIGTERM (default LLAMACPP_<NAME>_DRAIN_TIMEOUT, KITTY_DRAIN_TIMEOUT, 60).")
+@click.option("--no-drain", is_flag=True, help="Do not wait for answers in flight (they are cut).")
 def stop_cmd(env_file: Path | None, only: tuple[str, ...], skip: tuple[str, ...], as_json: bool,
-             no_compose: bool, grace: float | None) -> None:
-    """Stop the stack in reverse dependency order (only processes and containers kitty-ops owns)."""
+             no_compose: bool, grace: float | None, drain_timeout: float | None, no_drain: bool) -> None:
+    """Stop the stack in reverse dependency order (only processes and containers kitty-ops owns).
+    Each llama server first finishes the answers it is writing (Ctrl+C ends that wait)."""
     settings, _ = config.load_settings(env_file)  # stopping must work even with a broken config
     if grace is not None:
         settings = _replace(settings, stop_grace=grace)
+    if drain_timeout is not None:
+        settings = _replace(settings, drain_timeout=drain_timeout, servers=tuple(
+            _replace(spec, drain_timeout=drain_timeout) for spec in settings.servers))
+    if no_drain:
+        settings = _replace(settings, drain=False)
     selection = stack.Selection(_names(only), _names(skip))
     progress = render.progress_for(sys.stderr)
     try:
-        result = _run_locked(lambda: stack.stop(settings, selection, progress,
-                                                compose_enabled=False if no_compose else None),
-                             as_json, progress)
+        with _first_interrupt_ends_drains(progress):
+            result = _run_locked(lambda: stack.stop(settings, selection, progress,
+                                                    compose_enabled=False if no_compose else None),
+                                 as_json, progress)
     except stack.UnknownNames as exc:
         raise click.UsageError(f"{exc} (known: {', '.join(exc.known)})")
     (render.result_json(result, sys.stdout) if as_json else render.result_text(result, sys.stdout, sys.stderr))
     sys.exit(result.exit)
+
+
+@cli.command("supervise", epilog=components_help)
+@env_file_option
+@click.option("--only", "only", multiple=True, metavar="NAME[,NAME]",
+              help="Start and supervise only these components and what they need.")
+@skip_option
+@click.option("--no-compose", is_flag=True, help="Leave the container tier alone (native processes only).")
+@click.option("--stop-on-exit/--keep-on-exit", default=False, show_default=True,
+              help="On SIGTERM/SIGINT also stop the stack (the service's setting), or leave it running.")
+@click.option("--no-start", is_flag=True,
+              help="Do not start the stack first: keep up what the operator's intent says is up.")
+def supervise_cmd(env_file: Path | None, only: tuple[str, ...], skip: tuple[str, ...], no_compose: bool,
+                  stop_on_exit: bool, no_start: bool) -> None:
+    """Start the stack like `start`, then keep it up until SIGTERM/SIGINT: restart what crashed or
+    hung, alone, with backoff; give up on a crash loop; never bring back what the operator stopped."""
+    from kitty_ops.supervise import run as supervise  # noqa: PLC0415
+    settings, problems = config.load_settings(env_file)
+    if no_compose:
+        settings = _replace(settings, compose=dataclasses.replace(settings.compose, enabled=False))
+    selection = stack.Selection(_names(only), _names(skip))
+    progress = render.LineProgress(sys.stderr)  # timestamped lines: this runs for months, into a log
+    try:
+        ended = supervise.supervise(settings, problems, selection, progress, stop_on_exit, not no_start,
+                                    on_started=lambda result: render.result_text(result, sys.stdout, sys.stderr))
+    except stack.UnknownNames as exc:
+        progress.close()
+        raise click.UsageError(f"{exc} (known: {', '.join(exc.known)})")
+    progress.close()
+    if ended.start is not None and ended.exit != Exit.OK and ended.start.exit != Exit.OK:
+        render.result_text(ended.start, sys.stdout, sys.stderr)
+    if ended.stop is not None:
+        render.result_text(ended.stop, sys.stdout, sys.stderr)
+    click.echo(f"kitty-ops supervise: {ended.message}", err=True)
+    sys.exit(ended.exit)
+
+
+@cli.command("restart", epilog=components_help)
+@env_file_option
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@json_option
+def restart_cmd(env_file: Path | None, names: tuple[str, ...], as_json: bool) -> None:
+    """Stop and start these components (drained, like stop then start), clearing a supervisor's
+    `failed` state: the way to retry a crash loop once its cause is fixed."""
+    settings, problems = config.load_settings(env_file)
+    selection = stack.Selection(_names(names))
+    _interrupt_on_sigterm()
+    progress = render.progress_for(sys.stderr)
+
+    def restart():
+        with lock.held(lock.project_lock(settings.logs_dir), settings.lock_timeout, "restart"):
+            stopped = stack.stop(settings, selection, progress)
+            if stopped.exit != Exit.OK:
+                return stopped
+            return stack.start(settings, problems, selection, progress)
+
+    try:
+        result = _run_locked(restart, as_json, progress)
+    except stack.UnknownNames as exc:
+        raise click.UsageError(f"{exc} (known: {', '.join(exc.known)})")
+    (render.result_json(result, sys.stdout) if as_json else render.result_text(result, sys.stdout, sys.stderr))
+    sys.exit(result.exit)
+
+
+@cli.group("service")
+def service_group() -> None:
+    """Run `kitty-ops supervise --stop-on-exit` as a launchd job (macOS) or a systemd unit
+    (Linux): the stack comes up at boot or login and stays up."""
+
+
+service_scope = click.option("--system", is_flag=True,
+                             help="A system unit / LaunchDaemon (needs root) instead of the user's.")
+dry_run_option = click.option("--dry-run", is_flag=True, help="Print the file and the commands; change nothing.")
+
+
+def _service_context(env_file: Path | None, system: bool):
+    import getpass  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import platform  # noqa: PLC0415
+    from kitty_ops.supervise import service  # noqa: PLC0415
+    settings, _ = config.load_settings(env_file)
+    if not settings.env_file_found:
+        _fail(Exit.CONFIG, f"env file not found: {settings.env_file}; the service needs one "
+                           f"(see {Runbook.SERVICE.path})", False)
+    macos = platform.system() == "Darwin"
+    binary = Path(sys.argv[0]).absolute() if Path(sys.argv[0]).name == "kitty-ops" else \
+        Path(sys.executable).parent / "kitty-ops"
+    if not binary.exists():
+        _fail(Exit.CONFIG, f"cannot find the kitty-ops script next to {sys.executable}; install kitty-ops "
+                           f"into a virtual environment (make setup) (see {Runbook.SERVICE.path})", False)
+    user = getpass.getuser() if system else ""
+    spec = service.spec_for(settings, binary, system, user, macos)
+    return service, settings, spec, macos, Path.home(), os.getuid()
+
+
+@service_group.command("install")
+@env_file_option
+@service_scope
+@dry_run_option
+def service_install_cmd(env_file: Path | None, system: bool, dry_run: bool) -> None:
+    """Write the unit or plist and start it (idempotent: installing twice changes nothing)."""
+    service, settings, spec, macos, home, uid = _service_context(env_file, system)
+    path = service.file_path(spec, macos, home)
+    if dry_run:
+        click.echo(f"# {path}")
+        click.echo(service.content(spec, macos).decode(), nl=False)
+        current = path.read_bytes() if path.exists() else None
+        for argv in service.install_plan(spec, macos, home, uid, current, False):
+            click.echo("# then: " + " ".join(argv))
+        return
+    done = service.install(spec, macos, home, uid)
+    _service_done(done, "install")
+
+
+@service_group.command("uninstall")
+@env_file_option
+@service_scope
+@dry_run_option
+def service_uninstall_cmd(env_file: Path | None, system: bool, dry_run: bool) -> None:
+    """Stop the supervisor (and with it the stack: --stop-on-exit) and remove the unit or plist."""
+    service, settings, spec, macos, home, uid = _service_context(env_file, system)
+    path = service.file_path(spec, macos, home)
+    if dry_run:
+        for argv in service.uninstall_plan(spec, macos, uid, path.exists(), True):
+            click.echo(" ".join(argv))
+        click.echo(f"rm {path}")
+        return
+    _service_done(service.uninstall(spec, macos, home, uid), "uninstall")
+
+
+@service_group.command("status")
+@env_file_option
+@service_scope
+@json_option
+def service_status_cmd(env_file: Path | None, system: bool, as_json: bool) -> None:
+    """The service manager's view (loaded, state, pid, last exit) beside the supervisor's own."""
+    from kitty_ops.host import supervision  # noqa: PLC0415
+    service, settings, spec, macos, home, uid = _service_context(env_file, system)
+    manager = service.manager_status(spec, macos, uid)
+    live = supervision.live(settings.logs_dir)
+    components = {k: {"state": v.state, "restarts": v.restarts,
+                      "last_exit": v.last_exit.what if v.last_exit else None}
+                  for k, v in (live.components.items() if live else [])}
+    path = service.file_path(spec, macos, home)
+    if as_json:
+        formats.to_json("service", {"file": str(path), "installed": path.exists(),
+                                    "name": spec.label if macos else spec.unit, "manager": manager,
+                                    "supervisor": {"pid": live.pid if live else None, "components": components}},
+                        sys.stdout)
+        return
+    click.echo(f"{'launchd job' if macos else 'systemd unit'}: {spec.label if macos else spec.unit}")
+    click.echo(f"file: {path} ({'present' if path.exists() else 'absent'})")
+    click.echo("manager: " + ", ".join(f"{k} {v}" for k, v in manager.items() if v))
+    if live is None:
+        click.echo("supervisor: not running")
+    else:
+        click.echo(f"supervisor: pid {live.pid}")
+        for name, c in components.items():
+            last = f", last exit: {c['last_exit']}" if c["last_exit"] else ""
+            click.echo(f"  {name}: {c['state']}, restarts {c['restarts']}{last}")
+
+
+def _service_done(done, verb: str) -> None:
+    for argv, code, last in done.steps:
+        click.echo(f"{' '.join(argv)}: {'ok' if code == 0 else f'exit {code}'}" + (f" ({last})" if code and last else ""))
+    if not done.ok:
+        _fail(Exit.FAILED, f"service {verb}: {done.message} ({done.path}); see {Runbook.SERVICE.path}", False)
+    click.echo(f"{done.path}: {done.message}")
 
 
 @cli.command("status")
@@ -245,7 +444,7 @@ def health_cmd(env_file: Path | None, as_json: bool, quiet: bool, prometheus_fil
 
 def _backup_settings(env_file: Path | None, as_json: bool) -> config.Settings:
     settings, problems = config.load_settings(env_file)
-    own = [p for p in problems if p.is_error and p.subject.startswith(("KITTY_BACKUP_", "MINIO_PORT"))]
+    own = [p for p in problems if p.is_error and p.subject.startswith(("KITTY_BACKUP_", "OBJECT_STORE_PORT", "MINIO_PORT"))]
     if env_file is not None and not settings.env_file_found:
         _fail(Exit.CONFIG, f"env file not found: {settings.env_file}; see {Runbook.CONFIGURATION.path}", as_json)
     if own:
@@ -390,6 +589,16 @@ def _follow(path: Path) -> None:
         pass
 
 
+def _running_url(settings: config.Settings, spec: config.ServerSpec) -> str:
+    """Where the server listens: its record's URL (start may have bound it to the Docker bridge
+    gateway so that containers reach it), else the configured one."""
+    try:
+        record = records.load(settings.logs_dir, spec.name)
+    except records.BadRecord:
+        record = None
+    return record.url if record else spec.url
+
+
 @cli.command("chat")
 @env_file_option
 @click.option("--server", default="q4", show_default=True, help="Server to ask.")
@@ -405,15 +614,16 @@ def chat_cmd(env_file: Path | None, server: str, max_tokens: int, timeout: float
         raise click.UsageError(f"unknown server {server!r} (configured: {known})")
     body = json.dumps({"model": spec.alias, "max_tokens": max_tokens,
                        "messages": [{"role": "user", "content": prompt}]}).encode()
+    url = _running_url(settings, spec)
     try:
-        code, data = probes.http_request(spec.url + "/v1/chat/completions", "POST", body, timeout,
+        code, data = probes.http_request(url + "/v1/chat/completions", "POST", body, timeout,
                                          {"Content-Type": "application/json"})
         answer = json.loads(data)["choices"][0]["message"]["content"] if code == 200 else None
     except (OSError, ValueError, KeyError, IndexError) as exc:
         code, answer = None, None
         data = str(exc).encode()
     if answer is None:
-        _fail(Exit.FAILED, f"{server} at {spec.url} gave no answer (HTTP {code}: "
+        _fail(Exit.FAILED, f"{server} at {url} gave no answer (HTTP {code}: "
                            f"{data[:200].decode(errors='replace')}); check `kitty-ops status`, "
                            f"see {Runbook.SERVER_CRASH.path}", False)
     click.echo(answer)

@@ -22,7 +22,7 @@ from typing import Mapping
 from dotenv import dotenv_values
 
 from kitty_ops.host.platform import Host
-from kitty_ops.problems import Problem, error
+from kitty_ops.problems import Problem, error, warning
 from kitty_ops.runbooks import Runbook
 
 DEFAULT_SERVERS = "q4,f16,summary,vision"
@@ -57,6 +57,8 @@ SHARED_SETTINGS = ("THREADS", "N_GPU_LAYERS", "FLASH_ATTN", "BIND", "EXTRA_ARGS"
 # The seed manual spelled these two out; both spellings work.
 SETTING_ALIASES = {"BATCH": ("BATCH", "BATCH_SIZE"), "UBATCH": ("UBATCH", "UBATCH_SIZE")}
 
+DRAIN_TIMEOUT = 60.0  # a chat-sized answer; a 70B F16 model writing a long one needs more
+
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
@@ -84,6 +86,8 @@ class ServerSpec:
     extra_args: tuple[str, ...]
     jinja: bool
     metrics: bool
+    bind_explicit: bool = False  # the operator chose the bind address (else 127.0.0.1 by default)
+    drain_timeout: float = 60.0  # seconds a stop waits for requests in flight (kitty_ops.llama.drain)
 
     @property
     def var_prefix(self) -> str:
@@ -108,6 +112,8 @@ class Settings:
     logs_dir: Path
     health_timeout: float
     stop_grace: float
+    drain_timeout: float  # for a recorded server no longer configured; each ServerSpec has its own
+    drain: bool  # stop waits for requests in flight first (stop --no-drain: False)
     lock_timeout: float
     compose: "ComposeSettings"
     images: "NativeServices"
@@ -116,6 +122,7 @@ class Settings:
     probe_timeout: float  # `health`: seconds each probe may take, connect and read
     health_deadline: float  # `health`: seconds the whole check may take before it is UNKNOWN
     backup: "BackupSettings"
+    supervise: "SuperviseSettings" = dataclasses.field(default_factory=lambda: SuperviseSettings())
 
     @property
     def compose_enabled(self) -> bool:
@@ -140,6 +147,9 @@ class ComposeSettings:
     health_timeout: float  # per container, from `up` to healthy
     stop_timeout: int  # seconds compose gives a container between SIGTERM and SIGKILL
     env_file: Path
+    # KITTY_OBJECT_STORE: which object store service runs. Each runs under a compose profile of its
+    # own name, and `profiles` (what kitty-ops passes to compose) already holds the selected one.
+    object_store: str = "rustfs"
 
 
 BACKUP_PARTS = ("postgres", "redis", "objects", "env")
@@ -179,6 +189,23 @@ class NativeService:
 class NativeServices:
     enabled: bool
     services: tuple[NativeService, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class SuperviseSettings:
+    """`kitty-ops supervise`: how failures are detected and restarts paced (kitty_ops.supervise)."""
+
+    probe_interval: float = 5.0  # seconds between /health probes of a running component
+    probe_timeout: float = 5.0  # a probe slower than this counts as failed (hang detection)
+    hang_probes: int = 3  # this many failed probes in a row: hung (a 503 "loading" never counts)
+    backoff_initial: float = 1.0  # first restart delay; doubles per failure up to backoff_max
+    backoff_max: float = 60.0
+    backoff_reset: float = 60.0  # healthy this long: the next failure starts from backoff_initial
+    max_failures: int = 5  # this many failures within failure_window: crash loop, state failed
+    failure_window: float = 300.0
+    poll: float = 0.05  # seconds between liveness checks of adopted processes without a pidfd
+    alert_command: tuple[str, ...] = ()  # argv (KITTY_ALERT_COMMAND, parsed with shlex.split)
+    alert_timeout: float = 10.0
 
 
 class _Reader:
@@ -310,6 +337,9 @@ def _build(values: Mapping[str, str], problems: list[Problem], project_dir: Path
     models_dir = _path(base_dir, read.text(("LLAMACPP_MODELS_DIR",), "models"))
     servers = tuple(_server(read, name, models_dir) for name in names)
     _check_ports_unique(servers, problems)
+    compose = _compose(read, project_dir, env_path)
+    if found:  # without the env file there are no secrets to check: its own error says what to do
+        _check_container_secrets(read, compose)
 
     return Settings(
         project_dir=project_dir,
@@ -321,19 +351,38 @@ def _build(values: Mapping[str, str], problems: list[Problem], project_dir: Path
         logs_dir=_path(project_dir, read.text(("KITTY_LOGS_DIR",), ".logs")),
         health_timeout=read.number(("LLAMACPP_HEALTH_TIMEOUT",), 300.0, 1, 86400, "seconds"),
         stop_grace=read.number(("KITTY_STOP_GRACE",), 10.0, 0, 3600, "seconds"),
+        drain_timeout=read.number(("KITTY_DRAIN_TIMEOUT",), DRAIN_TIMEOUT, 0, 86400, "seconds"),
+        drain=True,
         lock_timeout=read.number(("KITTY_LOCK_TIMEOUT",), 5.0, 0, 3600, "seconds"),
-        compose=_compose(read, project_dir, env_path),
+        compose=compose,
         images=_images(read, project_dir),
         e2e_url=read.text(("KITTY_E2E_URL",), ""),
         e2e_timeout=read.number(("KITTY_E2E_TIMEOUT",), 120.0, 1, 3600, "seconds"),
         probe_timeout=read.number(("KITTY_HEALTH_PROBE_TIMEOUT",), 2.0, 0.05, 60, "seconds"),
         health_deadline=read.number(("KITTY_HEALTH_DEADLINE",), 10.0, 0.1, 600, "seconds"),
         backup=_backup(read, project_dir),
+        supervise=_supervise(read),
     )
 
 
 COMPOSE_PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # compose's own rule for project names
 PROFILE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+
+# The object store (S3 API): a compose service each, under a profile of its own name; the first is
+# the default. MinIO publishes no images since late 2025: this is its last one.
+OBJECT_STORES = ("rustfs", "minio")
+MINIO_LAST_IMAGE = "quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z"
+# Its keys and port: the new name first, then MinIO's old one (existing env files keep working).
+OBJECT_STORE_ACCESS_VARS = ("OBJECT_STORE_ACCESS_KEY", "MINIO_ROOT_USER")
+OBJECT_STORE_SECRET_VARS = ("OBJECT_STORE_SECRET_KEY", "MINIO_ROOT_PASSWORD")
+OBJECT_STORE_PORT_VARS = ("OBJECT_STORE_PORT", "MINIO_PORT")
+# Keys both stores take: MinIO's root rules (access key >= 3, secret >= 8 characters) and RustFS's
+# rules for IAM keys (3 to 128, 8 to 40), so that the same keys work after a move to RustFS.
+ACCESS_KEY_LENGTH = (3, 128)
+SECRET_KEY_LENGTH = (8, 40)
+BUILT_IN_KEYS = {"rustfsadmin": "RustFS's built-in default", "minioadmin": "MinIO's built-in default"}
+WELL_KNOWN_SECRETS = {**BUILT_IN_KEYS, "changeme": "a placeholder", "password": "a placeholder",
+                      "secret": "a placeholder"}
 
 
 def _compose(read: _Reader, project_dir: Path, env_path: Path) -> ComposeSettings:
@@ -348,15 +397,97 @@ def _compose(read: _Reader, project_dir: Path, env_path: Path) -> ComposeSetting
     for profile in profiles:
         if not PROFILE_RE.match(profile):
             read._bad("KITTY_COMPOSE_PROFILES", profile, "a comma-separated list of profile names (e.g. app,observability)")
+    store = read.choice(("KITTY_OBJECT_STORE",), "rustfs", {s: s for s in OBJECT_STORES}, " or ".join(OBJECT_STORES))
+    for other in OBJECT_STORES:
+        if other != store and other in profiles:  # both would publish the object store's ports
+            read.problems.append(error(
+                "KITTY_COMPOSE_PROFILES", f"{other!r} is an object store's profile, and KITTY_OBJECT_STORE "
+                f"selects {store!r}: only one object store runs",
+                f"remove {other!r} from KITTY_COMPOSE_PROFILES; choose the object store with KITTY_OBJECT_STORE",
+                Runbook.CONFIGURATION))
+    chosen = [p for p in profiles if PROFILE_RE.match(p) and p not in OBJECT_STORES]
     return ComposeSettings(
         enabled=read.boolean(("KITTY_COMPOSE_ENABLED",), True),
         files=files,
         project=project,
-        profiles=tuple(p for p in profiles if PROFILE_RE.match(p)),
+        profiles=(*chosen, store),  # the object store's service runs under the profile of its name
         health_timeout=read.number(("KITTY_COMPOSE_TIMEOUT",), 180.0, 1, 86400, "seconds"),
         stop_timeout=read.integer(("KITTY_COMPOSE_STOP_TIMEOUT",), 10, 0, 3600, "seconds"),
         env_file=env_path,
+        object_store=store,
     )
+
+
+def _check_container_secrets(read: _Reader, compose: ComposeSettings) -> None:
+    """The container tier's credentials, before anything starts. Compose cannot require the object
+    store's keys itself (`:?`): they fall back to MinIO's old names, and compose evaluates a `:?`
+    nested in a default even when the outer variable is set (seen with compose v2.40.3). Grafana's
+    password cannot be `:?` either: compose interpolates the services of inactive profiles too, so it
+    would be required of every stack. Values are never part of a message."""
+    if not compose.enabled:
+        return
+    store = "RustFS" if compose.object_store == "rustfs" else "MinIO"
+    if compose.object_store == "minio":  # (an image of it that is gone is kitty_ops.containers.images's rule)
+        read.problems.append(warning(
+            "KITTY_OBJECT_STORE", "MinIO is selected: it gets no more fixes (MinIO stopped publishing images in "
+            f"late 2025; its last one is {MINIO_LAST_IMAGE})",
+            "move to RustFS when you can: back up, set KITTY_OBJECT_STORE=rustfs, restore the objects "
+            "(the runbook's \"Moving from MinIO to RustFS\")", Runbook.BACKUP))
+    elif (read.raw("KITTY_OBJECT_STORE") is None and read.raw(OBJECT_STORE_SECRET_VARS[0]) is None
+          and read.raw(*OBJECT_STORE_SECRET_VARS[1:]) is not None):
+        read.problems.append(error(
+            "KITTY_OBJECT_STORE", "not set, and this env file has MinIO's keys under their old name "
+            "(MINIO_ROOT_PASSWORD): this stack's objects are in MinIO, and the default object store is now "
+            "RustFS, which would start empty",
+            "set KITTY_OBJECT_STORE=minio to keep MinIO, or move the objects: back up, set "
+            "KITTY_OBJECT_STORE=rustfs, restore the objects (the runbook's \"Moving from MinIO to RustFS\")",
+            Runbook.BACKUP))
+
+    def problem(var: str, message: str, fix: str, blocking: bool = True) -> None:
+        read.problems.append((error if blocking else warning)(var, message, fix, Runbook.CONFIGURATION))
+
+    access_var, access = read.raw(*OBJECT_STORE_ACCESS_VARS) or (OBJECT_STORE_ACCESS_VARS[0], "kitty")
+    lo, hi = ACCESS_KEY_LENGTH
+    if len(access) < lo:
+        problem(access_var, f"the object store's access key has {len(access)} characters; RustFS and MinIO need at least {lo}",
+                f"set {OBJECT_STORE_ACCESS_VARS[0]} to {lo} to {hi} characters in the env file")
+    elif len(access) > hi:  # RustFS's rule for keys; MinIO takes longer ones, so an old install still starts
+        problem(access_var, f"the object store's access key has {len(access)} characters; RustFS keys have at most {hi}",
+                f"set {OBJECT_STORE_ACCESS_VARS[0]} to {lo} to {hi} characters in the env file"
+                + (" before moving to RustFS" if compose.object_store == "minio" else ""),
+                compose.object_store == "rustfs")
+    elif access.lower() in BUILT_IN_KEYS:
+        problem(access_var, f"the object store's access key is {BUILT_IN_KEYS[access.lower()]}, known to anyone",
+                f"set {OBJECT_STORE_ACCESS_VARS[0]} to a name of your own ({lo} to {hi} characters)")
+    found = read.raw(*OBJECT_STORE_SECRET_VARS)
+    lo, hi = SECRET_KEY_LENGTH
+    wanted = f"{lo} to {hi} characters, e.g. the output of `openssl rand -hex 16`"
+    if found is None:
+        problem(OBJECT_STORE_SECRET_VARS[0], f"the object store's secret key is not set ({store} refuses to "
+                "start without one)", f"set {OBJECT_STORE_SECRET_VARS[0]} in the env file to {wanted}")
+    else:
+        var, secret = found
+        if len(secret) < lo:
+            problem(var, f"the object store's secret key has {len(secret)} characters; RustFS and MinIO need at least {lo}",
+                    f"set {OBJECT_STORE_SECRET_VARS[0]} to {wanted}")
+        elif len(secret) > hi:  # RustFS's rule for keys; MinIO takes longer ones, so an old install still starts
+            problem(var, f"the object store's secret key has {len(secret)} characters; RustFS keys have at most {hi}",
+                    f"set {OBJECT_STORE_SECRET_VARS[0]} to {wanted}"
+                    + (" before moving to RustFS" if compose.object_store == "minio" else ""),
+                    compose.object_store == "rustfs")
+        elif secret.lower() in WELL_KNOWN_SECRETS:
+            problem(var, f"the object store's secret key is {WELL_KNOWN_SECRETS[secret.lower()]}, known to anyone",
+                    f"set {OBJECT_STORE_SECRET_VARS[0]} to {wanted}")
+    if "observability" in compose.profiles:
+        found = read.raw("GRAFANA_ADMIN_PASSWORD")
+        if found is None:
+            problem("GRAFANA_ADMIN_PASSWORD", "Grafana's admin password is not set: the observability profile would "
+                    "start Grafana with admin/admin", "set GRAFANA_ADMIN_PASSWORD in the env file, or remove "
+                    "observability from KITTY_COMPOSE_PROFILES")
+        elif found[1].lower() in {"admin", *WELL_KNOWN_SECRETS}:
+            what = "Grafana's built-in default" if found[1].lower() == "admin" else WELL_KNOWN_SECRETS[found[1].lower()]
+            problem("GRAFANA_ADMIN_PASSWORD", f"Grafana's admin password is {what}, known to anyone",
+                    "set GRAFANA_ADMIN_PASSWORD to a password of your own")
 
 
 def _images(read: _Reader, project_dir: Path) -> NativeServices:
@@ -404,7 +535,7 @@ def _backup(read: _Reader, project_dir: Path) -> BackupSettings:
     for part in parts:
         if part not in BACKUP_PARTS:
             read._bad("KITTY_BACKUP_PARTS", part, f"a comma-separated subset of {','.join(BACKUP_PARTS)}")
-    port = read.integer(("MINIO_PORT",), 9000, 1, 65535, "a TCP port")
+    port = read.integer(OBJECT_STORE_PORT_VARS, 9000, 1, 65535, "a TCP port")
     return BackupSettings(
         dir=_path(project_dir, read.text(("KITTY_BACKUP_DIR",), "~/KITTY_backups")),
         keep=read.integer(("KITTY_BACKUP_KEEP",), 0, 0, 100000, "a number of backups (0: keep all)"),
@@ -413,8 +544,8 @@ def _backup(read: _Reader, project_dir: Path) -> BackupSettings:
         postgres_user=read.text(("POSTGRES_USER",), "kitty"),
         postgres_db=read.text(("POSTGRES_DB",), read.text(("POSTGRES_USER",), "kitty")),
         s3_url=read.text(("KITTY_BACKUP_S3_URL",), f"http://127.0.0.1:{port}"),
-        s3_access_key=read.text(("MINIO_ROOT_USER",), "kitty"),
-        s3_secret_key=read.text(("MINIO_ROOT_PASSWORD",), ""),
+        s3_access_key=read.text(OBJECT_STORE_ACCESS_VARS, "kitty"),
+        s3_secret_key=read.text(OBJECT_STORE_SECRET_VARS, ""),
         buckets=tuple(b.strip() for b in read.text(("KITTY_BACKUP_BUCKETS",), "").split(",") if b.strip()),
         redis_timeout=read.number(("KITTY_BACKUP_REDIS_TIMEOUT",), 120.0, 1, 86400, "seconds"),
         dump_timeout=read.number(("KITTY_BACKUP_TIMEOUT",), 3600.0, 1, 7 * 86400, "seconds"),
@@ -489,6 +620,8 @@ def _server(read: _Reader, name: str, models_dir: Path) -> ServerSpec:
         model=_path(models_dir, model_text) if model_text else Path(""),
         port=port,
         bind=read.text(var("BIND"), "127.0.0.1"),
+        bind_explicit=read.raw(*var("BIND")) is not None,
+        drain_timeout=read.number((own + "DRAIN_TIMEOUT", "KITTY_DRAIN_TIMEOUT"), DRAIN_TIMEOUT, 0, 86400, "seconds"),
         ctx=read.integer(var("CTX"), int(role["ctx"]), 0, 10_000_000, "a context size"),
         threads=read.integer(var("THREADS"), default_threads(), -1, 1024, "a thread count"),
         batch=read.integer(var("BATCH"), int(role["batch"]), 1, 1_000_000, "a batch size"),
@@ -517,3 +650,30 @@ def _check_ports_unique(servers: tuple[ServerSpec, ...], problems: list[Problem]
                 f"give each server its own port ({spec.var_prefix}PORT)", Runbook.PORT_CONFLICT))
         else:
             by_port[spec.port] = spec.name
+
+
+def _supervise(read: _Reader) -> SuperviseSettings:
+    alert: tuple[str, ...] = ()
+    found = read.raw("KITTY_ALERT_COMMAND")
+    if found is not None:
+        try:  # an argv, never run through a shell
+            alert = tuple(shlex.split(found[1]))
+        except ValueError as exc:
+            read.problems.append(error(
+                "KITTY_ALERT_COMMAND", f"KITTY_ALERT_COMMAND cannot be split into arguments: {exc}",
+                "quote it as a command line, e.g. KITTY_ALERT_COMMAND='ntfy publish kitty'",
+                Runbook.CONFIGURATION))
+    backoff_initial = read.number(("KITTY_SUPERVISE_BACKOFF_INITIAL",), 1.0, 0, 3600, "seconds")
+    return SuperviseSettings(
+        probe_interval=read.number(("KITTY_SUPERVISE_PROBE_INTERVAL",), 5.0, 0.05, 3600, "seconds"),
+        probe_timeout=read.number(("KITTY_SUPERVISE_PROBE_TIMEOUT",), 5.0, 0.05, 600, "seconds"),
+        hang_probes=read.integer(("KITTY_SUPERVISE_HANG_PROBES",), 3, 1, 1000, "a count"),
+        backoff_initial=backoff_initial,
+        backoff_max=max(backoff_initial, read.number(("KITTY_SUPERVISE_BACKOFF_MAX",), 60.0, 0, 86400, "seconds")),
+        backoff_reset=read.number(("KITTY_SUPERVISE_BACKOFF_RESET",), 60.0, 0, 86400, "seconds"),
+        max_failures=read.integer(("KITTY_SUPERVISE_MAX_FAILURES",), 5, 1, 1000, "a count"),
+        failure_window=read.number(("KITTY_SUPERVISE_FAILURE_WINDOW",), 300.0, 1, 86400 * 7, "seconds"),
+        poll=read.number(("KITTY_SUPERVISE_POLL",), 0.05, 0.005, 10, "seconds"),
+        alert_command=alert,
+        alert_timeout=read.number(("KITTY_ALERT_TIMEOUT",), 10.0, 0.1, 3600, "seconds"),
+    )

@@ -11,7 +11,7 @@ class Exit(enum.IntEnum):
     USAGE = 2  # bad command line (click's own convention for usage errors)
     CONFIG = 3  # configuration is invalid: run `kitty-ops validate` for the full list
     BUSY = 4  # another kitty-ops start/stop holds the lock
-    UNAVAILABLE = 5  # a tool the stack needs is missing or down (docker CLI, daemon, compose v2)
+    UNAVAILABLE = 5  # a tool or image the stack needs is missing or down (docker CLI, daemon, compose v2, a pull)
     INTERRUPTED = 130  # Ctrl+C or SIGTERM; what this invocation started was stopped again
 
 
@@ -21,7 +21,8 @@ DESCRIPTIONS = {
     Exit.USAGE: "bad command-line usage",
     Exit.CONFIG: "configuration invalid (see `kitty-ops validate`)",
     Exit.BUSY: "another kitty-ops start/stop is running (lock held)",
-    Exit.UNAVAILABLE: "Docker is unavailable (CLI, daemon or compose v2 missing); nothing started",
+    Exit.UNAVAILABLE: "Docker is unavailable (CLI, daemon or compose v2 missing) or an image cannot be pulled; "
+                      "nothing started",
     Exit.INTERRUPTED: "interrupted; what this run started was stopped",
 }
 

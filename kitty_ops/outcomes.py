@@ -36,6 +36,7 @@ class Outcome:
     runbook: Runbook | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
     component: str = "llama"  # the tier: llama | native | compose
+    drain: dict | None = None  # a llama server's stop: how its drain went (kitty_ops.llama.drain)
 
     def as_dict(self) -> dict:
         data = dataclasses.asdict(self)

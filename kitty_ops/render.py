@@ -178,9 +178,18 @@ def progress_for(stream: IO[str]) -> LineProgress:
 
 def status_text(servers: list[ServerStatus], out: IO[str]) -> None:
     rows = [(s.name, s.state.value, s.pid, s.port, duration(s.uptime_s), size(s.rss_bytes),
-             (s.model or "-").rsplit("/", 1)[-1], s.engine_version or "-", s.detail)
+             (s.model or "-").rsplit("/", 1)[-1], s.engine_version or "-", _supervised(s), s.detail)
             for s in servers]
-    out.write(table(rows, ["NAME", "STATE", "PID", "PORT", "UPTIME", "RSS", "MODEL", "ENGINE", "DETAIL"]) + "\n")
+    out.write(table(rows, ["NAME", "STATE", "PID", "PORT", "UPTIME", "RSS", "MODEL", "ENGINE", "RESTARTS",
+                           "DETAIL"]) + "\n")
+
+
+def _supervised(s: ServerStatus) -> str:
+    """RESTARTS: `-` when no supervisor keeps it up, else the count and the last exit."""
+    if not s.supervised:
+        return "-"
+    last = f" (last: {s.last_exit['what']})" if s.last_exit else ""
+    return f"{s.restarts}{last}"
 
 
 def status_json(servers: list[ServerStatus], out: IO[str]) -> None:

@@ -30,6 +30,8 @@ class Runbook(str, enum.Enum):
     EMERGENCY_STOP = "emergency-stop"
     DOCTOR = "doctor"
     HIGH_RESOURCE = "high-resource-usage"
+    CRASH_LOOP = "crash-loop"
+    SERVICE = "service"
 
     @property
     def path(self) -> str:

@@ -16,7 +16,10 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -63,6 +66,30 @@ def write_tiny_gguf(path: Path, version: int = 3) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"GGUF" + struct.pack("<I", version) + b"\0" * 24)
     return path
+
+
+def real_env(project: "Project", servers: dict[str, dict[str, object]], **extra: object) -> dict[str, int]:
+    """Configure real llama-servers on the real model, small and single-threaded: {name: its
+    LLAMACPP_<NAME>_* settings}. Returns {name: port}."""
+    model = real_model()
+    values: dict[str, object] = {
+        "LLAMACPP_SERVERS": ",".join(servers),
+        "LLAMACPP_SERVER_BIN": real_engine(),
+        "LLAMACPP_MODELS_DIR": str(model.parent),
+        "LLAMACPP_CTX": 1024, "LLAMACPP_PARALLEL": 1, "LLAMACPP_THREADS": 1,
+        "LLAMACPP_BATCH": 256, "LLAMACPP_UBATCH": 128,
+        "LLAMACPP_HEALTH_TIMEOUT": 240, "KITTY_STOP_GRACE": 15, "KITTY_COMPOSE_ENABLED": "false",
+    }
+    port_of = {}
+    for name, settings in servers.items():
+        port_of[name] = free_port()
+        values[f"LLAMACPP_{name.upper()}_PORT"] = port_of[name]
+        values[f"LLAMACPP_{name.upper()}_MODEL"] = model.name
+        for key, value in settings.items():
+            values[f"LLAMACPP_{name.upper()}_{key}"] = value
+    values.update(extra)
+    project.write_env(values)
+    return port_of
 
 
 class Project:
@@ -175,7 +202,7 @@ def _pgid(pid: int) -> int | None:
 ENGINE_SCRIPT = REPO / "ops" / "dev" / "test-docker-engine.sh"
 COMPOSE_BASE = REPO / "infra" / "compose" / "docker-compose.yml"
 COMPOSE_TEST = REPO / "tests" / "docker" / "compose.test.yml"
-COMPOSE_PORT_VARS = ("POSTGRES_PORT", "REDIS_PORT", "MQTT_PORT", "MINIO_PORT", "MINIO_CONSOLE_PORT",
+COMPOSE_PORT_VARS = ("POSTGRES_PORT", "REDIS_PORT", "MQTT_PORT", "OBJECT_STORE_PORT", "OBJECT_STORE_CONSOLE_PORT",
                      "BRAIN_PORT")
 
 
@@ -200,10 +227,8 @@ class StackProject(Project):
             "KITTY_COMPOSE_ENABLED": "true", "KITTY_COMPOSE_FILE": files,
             "KITTY_COMPOSE_PROJECT": self.compose_project, "KITTY_COMPOSE_PROFILES": profiles,
             "KITTY_COMPOSE_TIMEOUT": 60, "KITTY_COMPOSE_STOP_TIMEOUT": 5, "KITTY_TEST_IMAGE": self.image,
-            "POSTGRES_PASSWORD": "test-only-pg", "MINIO_ROOT_PASSWORD": "test-only-minio", **ports,
+            "POSTGRES_PASSWORD": "test-only-pg", "OBJECT_STORE_SECRET_KEY": "test-only-objects", **ports,
         }
-        for name in servers:  # brain reaches them through host.docker.internal (the bridge)
-            values[f"LLAMACPP_{name.upper()}_BIND"] = "0.0.0.0"
         values.update(extra)
         return {**ports, **self.fake_env(servers, **values)}
 
@@ -241,3 +266,44 @@ def bystander(stack: StackProject):
         yield name
     finally:
         docker("rm", "-f", name)
+
+
+# ------------------------------------------------------------------- answers in flight
+
+class Completion(threading.Thread):
+    """One /completion of exactly `tokens` tokens (ignore_eos), timed, in the background."""
+
+    def __init__(self, port: int, tokens: int):
+        super().__init__(daemon=True)
+        self.url = f"http://127.0.0.1:{port}/completion"
+        self.body = json.dumps({"prompt": "Once upon a time", "n_predict": tokens, "ignore_eos": True}).encode()
+        self.status: int | None = None
+        self.answer: dict = {}
+        self.error = ""
+        self.ended = 0.0
+
+    def run(self) -> None:
+        request = urllib.request.Request(self.url, self.body, {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=300) as response:
+                self.status, self.answer = response.status, json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError) as exc:  # reset, refused
+            self.error = repr(exc)
+        self.ended = time.monotonic()
+
+
+def in_flight_on(port: int) -> int:
+    """Requests the llama-server on `port` is answering (its /slots)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/slots", timeout=2) as response:
+            return sum(1 for slot in json.loads(response.read()) if slot["is_processing"])
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0
+
+
+def answering(port: int, tokens: int) -> Completion:
+    """A completion started on the real server on `port`, once it is being written."""
+    completion = Completion(port, tokens)
+    completion.start()
+    assert wait_until(lambda: in_flight_on(port) == 1, 30), "the completion never started"
+    return completion

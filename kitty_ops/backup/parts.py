@@ -1,6 +1,6 @@
 """The parts of the stack's state a backup holds, each able to dump, check and restore itself:
-postgres (pg_dump -Fc), redis (an RDB snapshot), the objects of the S3 buckets (MinIO), and the
-env file.
+postgres (pg_dump -Fc), redis (an RDB snapshot), the objects of the S3 buckets (the object store:
+RustFS or MinIO), and the env file.
 
 Everything runs as argv lists: inside the compose service's container by its id (`docker exec`),
 or for redis's files a one-off container of the same service (`docker compose run`); a shell
@@ -396,7 +396,9 @@ class Redis:
 
 class Objects:
     """Every object of the configured buckets (all buckets when none are configured), through
-    the S3 API: MinIO in the stack, any S3-compatible endpoint in tests."""
+    the S3 API (path-style requests, region us-east-1, SigV4): the stack's object store (RustFS, or
+    MinIO), any S3-compatible endpoint in tests. A backup taken from one store restores into
+    another: that is how a stack moves from MinIO to RustFS."""
 
     name = "objects"
 
@@ -409,7 +411,8 @@ class Objects:
 
         return boto3.client("s3", endpoint_url=self.backup.s3_url, aws_access_key_id=self.backup.s3_access_key,
                             aws_secret_access_key=self.backup.s3_secret_key, region_name="us-east-1",
-                            config=Config(s3={"addressing_style": "path"}, connect_timeout=5, read_timeout=60,
+                            config=Config(s3={"addressing_style": "path"}, signature_version="s3v4",
+                                          connect_timeout=5, read_timeout=60,
                                           retries={"max_attempts": 3, "mode": "standard"}))
 
     def _call(self, what: str, function: Callable, **kwargs):
@@ -418,8 +421,8 @@ class Objects:
         try:
             return function(**kwargs)
         except (BotoCoreError, ClientError) as exc:
-            raise PartFailed(self.name, f"{what} at {self.backup.s3_url} failed: {exc} (check KITTY_BACKUP_S3_URL, "
-                                        f"MINIO_ROOT_USER, MINIO_ROOT_PASSWORD)") from None
+            raise PartFailed(self.name, f"{what} at {self.backup.s3_url} failed: {exc} (is the object store up? check "
+                                        f"KITTY_BACKUP_S3_URL, OBJECT_STORE_ACCESS_KEY, OBJECT_STORE_SECRET_KEY)") from None
 
     def buckets(self, client) -> list[str]:
         if self.backup.buckets:

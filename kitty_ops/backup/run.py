@@ -57,7 +57,8 @@ from kitty_ops.outcomes import Progress, Silent
 from kitty_ops.runbooks import Runbook
 from kitty_ops.stack import run as stack
 
-DATA_SERVICES = ("postgres", "redis", "minio")  # what a restore writes into; everything else is a writer
+# What a restore writes into (either object store); everything else is a writer.
+DATA_SERVICES = ("postgres", "redis", "rustfs", "minio")
 
 
 @dataclasses.dataclass

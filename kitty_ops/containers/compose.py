@@ -6,7 +6,8 @@ names the configured project (`-p`), so no other project's containers are ever t
 states are read with `docker inspect` on the IDs compose reports for that project.
 
 Parsing (parse_model, parse_inspect) is pure and unit-tested; the Compose class only runs
-commands, each with a deadline.
+commands, each with a deadline. Before a start, images missing locally are pulled (pull_missing);
+what is wrong with an image reference is kitty_ops.containers.images's rule.
 """
 
 from __future__ import annotations
@@ -20,16 +21,21 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from typing import Iterable, Mapping
 
 from kitty_ops.config import ComposeSettings
-from kitty_ops.problems import Problem, error
+from kitty_ops.containers import images
+from kitty_ops.outcomes import Progress
+from kitty_ops.problems import Problem, error, warning
 from kitty_ops.runbooks import Runbook
 
 NEEDS_LABEL = "kitty-ops.needs"  # cross-tier edges: "llama:*", "llama:q4", "images-api"
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 QUICK = 20.0  # deadline for commands that only read state
+PULL_TIMEOUT = 900.0  # deadline for each image pull (all run at once)
 ENGINE_HINT = ("start Docker Desktop" if sys.platform == "darwin"
                else "start the Docker daemon (systemctl start docker)")
 
@@ -59,6 +65,7 @@ class ServiceModel:
     ports: tuple[Port, ...]
     # Resolved values may be secrets: kept for the checks (POSTGRES_USER), never shown.
     environment: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    pull_policy: str = ""  # compose's own: "never" and "build" mean kitty-ops pulls nothing either
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,11 +111,14 @@ def parse_model(data: Mapping) -> StackModel:
             published = str(port.get("published") or "")
             if published.isdigit():
                 ports.append(Port(port.get("host_ip") or "0.0.0.0", int(published), int(port["target"])))
+        # `required: false` on a service compose did not enable (another profile's, such as the
+        # object store not selected) is no dependency, as for compose itself.
         depends = {dep: (spec or {}).get("condition", "service_started")
-                   for dep, spec in (raw.get("depends_on") or {}).items()}
+                   for dep, spec in (raw.get("depends_on") or {}).items()
+                   if (spec or {}).get("required", True) or dep in (data.get("services") or {})}
         environment = {k: str(v) for k, v in (raw.get("environment") or {}).items() if v is not None}
         services[name] = ServiceModel(name, str(raw.get("image") or ""), depends, has_healthcheck,
-                                      needs, tuple(ports), environment)
+                                      needs, tuple(ports), environment, str(raw.get("pull_policy") or ""))
     return StackModel(str(data.get("name") or ""), services)
 
 
@@ -226,11 +236,9 @@ class Compose:
             return [error("docker", "the docker CLI is not on PATH",
                           "install Docker (Docker Desktop on macOS, docker.io or docker-ce on Linux), "
                           "or pass --no-compose / set KITTY_COMPOSE_ENABLED=false", Runbook.DOCKER)], None
-        missing = [str(p) for p in self.settings.files if not p.is_file()]
+        missing = self._missing_files()
         if missing:
-            return [error("KITTY_COMPOSE_FILE", f"compose file not found: {', '.join(missing)}",
-                          "point KITTY_COMPOSE_FILE at infra/compose/docker-compose.yml "
-                          "(':'-separate override files)", Runbook.COMPOSE_FILE)], None
+            return missing, None
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             daemon = pool.submit(self.run, ["docker", "version", "--format", "{{.Server.Version}}"], QUICK)
             model = pool.submit(self._model_or_problem)
@@ -249,6 +257,14 @@ class Compose:
                           "docker-compose v1 is not supported", Runbook.DOCKER)], None
         return [resolved], None
 
+    def _missing_files(self) -> list[Problem]:
+        missing = [str(p) for p in self.settings.files if not p.is_file()]
+        if not missing:
+            return []
+        return [error("KITTY_COMPOSE_FILE", f"compose file not found: {', '.join(missing)}",
+                      "point KITTY_COMPOSE_FILE at infra/compose/docker-compose.yml "
+                      "(':'-separate override files)", Runbook.COMPOSE_FILE)]
+
     def _model_or_problem(self) -> StackModel | Problem:
         try:
             return self.model()
@@ -264,6 +280,104 @@ class Compose:
                 f"docker compose rejects the configuration: {_last_line(result.err)}",
                 "fix the compose file or the variable it names in the env file", Runbook.COMPOSE_FILE))
         return parse_model(json.loads(result.out))
+
+    # --- images
+
+    def image_sources(self) -> dict[str, str]:
+        """Each service's `image:` as written (`${BRAIN_IMAGE:-kitty/brain:...}`), to name the
+        variable that sets it; {} when compose cannot say. Holds no resolved value."""
+        result = self.compose("config", "--no-interpolate", "--format", "json")
+        if result.code != 0:
+            return {}
+        try:
+            services = json.loads(result.out).get("services") or {}
+        except ValueError:
+            return {}
+        return {name: str((raw or {}).get("image") or "") for name, raw in services.items()}
+
+    def image_problems(self, model: StackModel | None = None) -> list[Problem]:
+        """images.judge on the image of every enabled service (validate, doctor). Without a model
+        compose resolves one, which needs the docker CLI but no daemon."""
+        if model is None:
+            if shutil.which("docker") is None:
+                return [warning("docker", "images not checked: the docker CLI is not on PATH",
+                                "install Docker, or set KITTY_COMPOSE_ENABLED=false", Runbook.DOCKER)]
+            missing = self._missing_files()
+            if missing:
+                return missing
+            try:
+                model = self.model()
+            except ComposeError as exc:
+                return [exc.problem]
+        resolved = {name: service.image for name, service in model.services.items()}
+        files = [str(p) for p in self.settings.files]
+        if not images.problems(resolved, {}, files):
+            return []
+        return images.problems(resolved, self.image_sources(), files)  # now naming the variables
+
+    def missing_images(self, model: StackModel, services: Iterable[str]) -> dict[str, list[str]]:
+        """image -> the services among `services` that run it, for each image `docker image
+        inspect` does not find here. Services whose compose pull_policy is never or build are
+        left to compose. One inspect of them all; only when one is missing, one per image."""
+        wanted: dict[str, list[str]] = {}
+        for name in services:
+            service = model.services.get(name)
+            if service is not None and service.image and service.pull_policy not in ("never", "build"):
+                wanted.setdefault(service.image, []).append(name)
+        if not wanted or self.run(["docker", "image", "inspect", "--format", "{{.Id}}", *wanted], QUICK).code == 0:
+            return {}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(wanted))) as pool:
+            found = dict(zip(wanted, pool.map(
+                lambda image: self.run(["docker", "image", "inspect", "--format", "{{.Id}}", image], QUICK).code == 0,
+                wanted)))
+        return {image: names for image, names in wanted.items() if not found[image]}
+
+    def pull(self, wanted: Mapping[str, list[str]], progress: Progress,
+             timeout: float = PULL_TIMEOUT) -> list[Problem]:
+        """`docker pull` every image of `wanted` (image -> services) at once, each with its own
+        deadline; one progress event per image. Returns a Problem per image that did not come,
+        naming its services, the image and the registry's own last words. An interrupt kills
+        the pulls still running (our own children) and propagates."""
+        running: dict[str, tuple[subprocess.Popen | None, object]] = {}
+        try:
+            for image, names in wanted.items():
+                progress.event(names[0], f"pulling {image} for {', '.join(names)}")
+                err = tempfile.TemporaryFile("w+")  # a file, not a pipe: nothing to drain meanwhile
+                try:
+                    proc = subprocess.Popen(["docker", "pull", "--quiet", image], stdout=subprocess.DEVNULL,
+                                            stderr=err, stdin=subprocess.DEVNULL, env=self.environment())
+                except OSError as exc:
+                    proc = None
+                    err.write(f"docker: {exc.strerror or exc}")
+                running[image] = (proc, err)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and any(p is not None and p.poll() is None for p, _ in running.values()):
+                time.sleep(0.1)
+            failed: dict[str, str] = {}
+            for image, (proc, err) in running.items():
+                if proc is not None and proc.poll() is None:
+                    failed[image] = f"`docker pull {image}` did not finish within {timeout:g}s"
+                elif proc is None or proc.returncode != 0:
+                    err.seek(0)
+                    failed[image] = _last_line(err.read())
+        finally:
+            for proc, err in running.values():
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                err.close()
+        if not failed:
+            return []
+        sources, files = self.image_sources(), [str(p) for p in self.settings.files]
+        return [images.pull_problem(image, wanted[image], why,
+                                    images.where(wanted[image][0], sources.get(wanted[image][0], ""), files))
+                for image, why in failed.items()]
+
+    def pull_missing(self, model: StackModel, services: Iterable[str], progress: Progress) -> list[Problem]:
+        """Before a start: pull what `services` need and this machine lacks (a local image is
+        never pulled); the Problems of the pulls that failed."""
+        missing = self.missing_images(model, services)
+        return self.pull(missing, progress) if missing else []
 
     # --- lifecycle
 

@@ -17,6 +17,7 @@ from kitty_ops.containers.compose import ContainerState
 from kitty_ops.exitcodes import Health as Level
 from kitty_ops.host import probes, procs
 from kitty_ops.host.observe import Observed
+from kitty_ops.host.supervision import BACKOFF, FAILED, ComponentState
 from kitty_ops.llama.memory import says_out_of_memory
 from kitty_ops.runbooks import Runbook
 
@@ -42,6 +43,11 @@ class Component:
     needs: tuple[str, ...] = ()  # names of the components it depends on
     log_tail: list[str] = dataclasses.field(default_factory=list)
     runbook: Runbook | None = None
+    requests_in_flight: int | None = None  # a llama server's answers being written, when it says
+    supervised: bool = False  # a live `kitty-ops supervise` keeps it up
+    supervisor_state: str | None = None  # running | starting | backoff | failed | stopping | stopped
+    restarts: int | None = None  # restarts by the supervisor (None: not supervised)
+    last_exit: str | None = None  # "killed by SIGKILL", when the supervisor saw one
 
     def as_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -58,6 +64,14 @@ def worst(levels: Sequence[Level]) -> Level:
 
 
 # ------------------------------------------------------------------------ recorded processes
+
+def with_requests(component: Component, in_flight: int | None) -> Component:
+    """A healthy llama server's requests in flight (its /slots or /metrics), shown in the detail."""
+    component.requests_in_flight = in_flight
+    if in_flight:
+        component.detail = f"{component.detail}; {in_flight} request{'' if in_flight == 1 else 's'} in flight"
+    return component
+
 
 def from_process(observed: Observed, tier: str, service: str, enabled: bool, url: str | None,
                  failure_runbook: Runbook) -> Component | None:
@@ -99,6 +113,26 @@ def from_process(observed: Observed, tier: str, service: str, enabled: bool, url
         return _set(base, Level.CRITICAL, "unhealthy",
                     f"process alive but its port refuses connections{suspended}", failure_runbook)
     return _set(base, Level.CRITICAL, "unhealthy", f"{probe.detail}{suspended}", failure_runbook)
+
+
+def with_supervision(component: Component, view: ComponentState | None) -> Component:
+    """What a live supervisor says about the component (kitty_ops.host.supervision): a crash
+    loop is CRITICAL `failed` with its exit history, never merely "down"; a component waiting
+    for its restart is WARNING `backoff`."""
+    if view is None:
+        return component
+    component.supervised = True
+    component.supervisor_state = view.state
+    component.restarts = view.restarts
+    component.last_exit = view.last_exit.what if view.last_exit else None
+    if view.state == FAILED:
+        history = view.crash_history()
+        detail = view.detail or f"crash loop; exits: {history}"
+        return _set(component, Level.CRITICAL, "failed", detail, Runbook.CRASH_LOOP)
+    if view.state == BACKOFF and component.level is not Level.OK:
+        return _set(component, Level.WARNING, "backoff",
+                    f"{view.detail} (restart {view.restarts + 1} by the supervisor)", component.runbook)
+    return component
 
 
 def _runbook_for_death(observed: Observed, default: Runbook) -> Runbook:

@@ -95,6 +95,12 @@ def prometheus(report: Report) -> str:
            [(who(c), c.latency) for c in report.components if c.latency is not None])
     family("kitty_component_uptime_seconds", "gauge", "Seconds since the component's process or container started.",
            [(who(c), c.uptime) for c in report.components if c.uptime is not None])
+    family("kitty_component_restarts", "gauge",
+           "Restarts of the component by `kitty-ops supervise` (only supervised components).",
+           [(who(c), c.restarts) for c in report.components if c.restarts is not None])
+    family("kitty_component_failed", "gauge",
+           "1 when the supervisor gave up on the component (crash loop), else 0.",
+           [(who(c), 1 if c.supervisor_state == "failed" else 0) for c in report.components if c.supervised])
     return "\n".join(lines) + "\n"
 
 

@@ -21,8 +21,9 @@ from kitty_ops.containers.compose import Compose, ComposeError, StackModel
 from kitty_ops.exitcodes import Health as Level
 from kitty_ops.health import judge
 from kitty_ops.health.judge import Component
-from kitty_ops.host import lock, records
+from kitty_ops.host import lock, records, supervision
 from kitty_ops.host.observe import observe
+from kitty_ops.llama import drain
 from kitty_ops.runbooks import Runbook
 from kitty_ops.stack import graph
 
@@ -115,15 +116,22 @@ def _jobs(settings: Settings, timeout: float, deadline: float,
     jobs: dict[str, Callable[[], list[Component]]] = {}
     names = [s.name for s in settings.servers]
     names += [n for n in records.recorded_names(settings.logs_dir) if n not in names]
+    supervisor = supervision.live(settings.logs_dir)
+    views = supervisor.components if supervisor else {}
     for name in names:
-        jobs[f"llama:{name}"] = lambda name=name: _llama(settings, name, timeout)
+        jobs[f"llama:{name}"] = lambda name=name: _supervised(_llama(settings, name, timeout), views)
     recorded_services = records.recorded_names(settings.logs_dir, records.SERVICE)
     for service in settings.images.services:
         if settings.images.enabled or service.name in recorded_services:
-            jobs[f"native:{service.name}"] = lambda service=service: _native(settings, service, timeout)
+            jobs[f"native:{service.name}"] = lambda service=service: _supervised(
+                _native(settings, service, timeout), views)
     if settings.compose_enabled:
         jobs["compose:*"] = lambda: _compose(settings, deadline, seen_model)
     return jobs
+
+
+def _supervised(components: list[Component], views: dict) -> list[Component]:
+    return [judge.with_supervision(c, views.get(f"{c.tier}:{c.name}")) for c in components]
 
 
 def _llama(settings: Settings, name: str, timeout: float) -> list[Component]:
@@ -132,6 +140,8 @@ def _llama(settings: Settings, name: str, timeout: float) -> list[Component]:
     base = seen.record.url if seen.record else (spec.url if spec else None)  # where it really listens
     component = judge.from_process(seen, "llama", spec.alias if spec else name, bool(spec and spec.enabled),
                                     base + "/health" if base else None, Runbook.SERVER_CRASH)
+    if component and component.status == "healthy" and base:
+        judge.with_requests(component, drain.in_flight(base, timeout))
     return [component] if component else []
 
 

@@ -26,7 +26,7 @@ from typing import Callable
 from kitty_ops.config import ServerSpec, Settings
 from kitty_ops.exitcodes import Exit
 from kitty_ops.host import lock, ports, probes, procs, records
-from kitty_ops.llama import command, memory, validate
+from kitty_ops.llama import command, drain, memory, validate
 from kitty_ops.outcomes import Action, Outcome, Progress, Result, Silent
 from kitty_ops.problems import Problem
 from kitty_ops.runbooks import Runbook
@@ -150,6 +150,18 @@ def _load_or_discard(logs_dir: Path, name: str, progress: Progress) -> records.E
         records.remove(logs_dir, name)
         progress.event(name, "removed a PID file that had no identity record (not signalled)")
     return record
+
+
+def spawn_one(settings: Settings, spec: ServerSpec, engine: command.EngineInfo,
+              progress: Progress) -> tuple[records.EngineRecord, subprocess.Popen] | Outcome:
+    """Spawn one server and write its record, without waiting for it (the supervisor's restart:
+    it holds the lock for this part only and waits for health on its own). An Outcome when it
+    exited at once."""
+    spawned: list[_Launch] = []
+    failure = _spawn(settings, spec, engine, progress, spawned)
+    if failure is not None:
+        return failure
+    return spawned[0].record, spawned[0].popen
 
 
 def _spawn(settings: Settings, spec: ServerSpec, engine: command.EngineInfo,
@@ -318,7 +330,29 @@ def stop_one(settings: Settings, name: str, progress: Progress) -> Outcome:
         progress.event(name, f"pid {record.pid} {why}; removed its PID files")
         return Outcome(name, Action.NOT_RUNNING, True, record.port, record.url, record.pid,
                        detail=f"stale record removed (pid {record.pid} {why})", runbook=Runbook.STALE_PID)
-    return terminate(settings, record, None, progress)
+    drained = _drain(settings, spec, record, progress)
+    outcome = terminate(settings, record, None, progress)
+    if drained is not None:
+        outcome.detail = f"{drained.describe()}; {outcome.detail}"
+        outcome.drain = drained.as_dict()
+    return outcome
+
+
+def _drain(settings: Settings, spec: ServerSpec | None, record: records.EngineRecord,
+           progress: Progress) -> drain.Drained | None:
+    """Wait until the server writes no answer (see kitty_ops.llama.drain); None with --no-drain."""
+    if not settings.drain:
+        return None
+
+    def report(in_flight: int, left: float) -> None:
+        progress.event(record.name, f"draining: {in_flight} request{'' if in_flight == 1 else 's'} "
+                                    f"in flight, {left:.0f}s left")
+
+    drained = drain.wait_idle(lambda: drain.in_flight(record.url),
+                              spec.drain_timeout if spec else settings.drain_timeout,
+                              lambda: procs.check(record.identity) is procs.Liveness.OURS, report)
+    progress.event(record.name, drained.describe())
+    return drained
 
 
 def terminate(settings: Settings, record: records.EngineRecord,

@@ -1,6 +1,7 @@
 """`kitty-ops doctor` (and `start --preflight`): is this machine ready to run the stack?
 
-One row per check, required or optional. A required check that fails makes the doctor exit 1;
+One row per check, required or optional (the images row warns about an unpinned image and fails
+on one that is no longer published). A required check that fails makes the doctor exit 1;
 an optional one is a warning (CPU-only inference works, slowly). The llama-tier checks are
 validate's own (what `start` would refuse), grouped by what they are about.
 """
@@ -97,7 +98,23 @@ def _docker(settings: Settings) -> tuple[StackModel | None, list[Check]]:
         except ComposeError as exc:
             checks.append(Check("compose file", required, "fail" if required else "info", exc.problem.message,
                                 exc.problem.runbook))
+    if model is not None:
+        checks.append(_images(Compose(settings.compose).image_problems(model), len(model.services), required))
     return model, checks
+
+
+def _images(problems: list[Problem], services: int, required: bool) -> Check:
+    """The images of the enabled services (kitty_ops.containers.images): an unpublished one
+    fails, one that says :latest or has no tag is a warning."""
+    errors = [p for p in problems if p.is_error]
+    if not problems:
+        return Check("images", required, "ok", f"{services} services, each image pinned to a version or digest")
+    shown = errors or problems
+    detail = "; ".join(f"{p.message} (fix: {p.fix})" if p.is_error else p.message for p in shown[:3])
+    if len(shown) > 3:
+        detail += f"; and {len(shown) - 3} more (`kitty-ops validate` lists them)"
+    status = ("fail" if required else "warn") if errors else "warn"
+    return Check("images", required, status, detail, shown[0].runbook)
 
 
 # Which validate problems belong to which row (by the runbook they name).
@@ -198,7 +215,7 @@ def _disk(settings: Settings) -> list[Check]:
 
 
 def _env_permissions(settings: Settings) -> Check:
-    """.env holds secrets (POSTGRES_PASSWORD, MINIO_ROOT_PASSWORD): other users must not read it."""
+    """.env holds secrets (POSTGRES_PASSWORD, OBJECT_STORE_SECRET_KEY): other users must not read it."""
     path = settings.env_file
     if not path.is_file():
         return Check(".env permissions", True, "fail", f"{path} not found", Runbook.CONFIGURATION)

@@ -22,7 +22,7 @@ import time
 
 from kitty_ops.config import Settings
 from kitty_ops.containers.compose import PROJECT_LABEL
-from kitty_ops.host import ports, procs, records
+from kitty_ops.host import desired, lock, ports, procs, records
 from kitty_ops.runbooks import Runbook
 
 DEFAULT_DEADLINE = 15.0
@@ -58,6 +58,7 @@ class Report:
 def run(settings: Settings, deadline: float = DEFAULT_DEADLINE) -> Report:
     began = time.monotonic()
     end = began + deadline
+    _intend_down(settings)
     process_actions: list[Action] = []
     container_actions: list[Action] = []
     watched_ports: set[tuple[str, int]] = set()
@@ -74,6 +75,24 @@ def run(settings: Settings, deadline: float = DEFAULT_DEADLINE) -> Report:
         actions.append(Action("note", "deadline", "FAILED", f"not finished within {deadline:g}s"))
     actions += _ports(watched_ports, end)
     return Report(actions, time.monotonic() - began, deadline)
+
+
+def _intend_down(settings: Settings) -> None:
+    """Everything "down" in the operator's intent (kitty_ops.host.desired) before anything is
+    killed, so that a supervisor brings nothing back. The project lock is taken when it is free
+    and not waited for (a hung start may hold it); the write is an atomic rename either way."""
+    ids = set(desired.load(settings.logs_dir))
+    for prefix, tier in ((records.LLAMA, "llama"), (records.SERVICE, "native")):
+        ids |= {f"{tier}:{name}" for name in records.recorded_names(settings.logs_dir, prefix)}
+    ids |= {f"llama:{s.name}" for s in settings.enabled_servers}
+    try:
+        try:
+            with lock.held(lock.project_lock(settings.logs_dir), 0, "emergency-stop"):
+                desired.mark(settings.logs_dir, sorted(ids), desired.DOWN, "emergency-stop")
+        except lock.LockBusy:
+            desired.mark(settings.logs_dir, sorted(ids), desired.DOWN, "emergency-stop")
+    except OSError:
+        pass  # a read-only or full disk must not stop an emergency stop
 
 
 # --------------------------------------------------------------------------------- processes

@@ -1,7 +1,8 @@
 """What start-all checks once everything reports healthy: the data services answer a real
-request (postgres SELECT 1, redis PING, an MQTT CONNECT to mosquitto), brain's /health, every
-published port is listening, and one end-to-end query goes through (a chat completion against q4,
-or brain's /api/query when KITTY_E2E_URL names it). All run at once, each with a deadline."""
+request (postgres SELECT 1, redis PING, an MQTT CONNECT to mosquitto, an AMQP login to rabbitmq
+with the env file's credentials), brain's /health, every published port is listening, and one
+end-to-end query goes through (a chat completion against q4, or brain's /api/query when
+KITTY_E2E_URL names it). All run at once, each with a deadline."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def service_check(service: str, compose: Compose, model: StackModel) -> Callable
     """The check of one data service, run as soon as that service is healthy (while the rest
     of the stack is still starting), or None when the service has none."""
     checks = {"postgres": lambda: _postgres(compose, model), "redis": lambda: _redis(compose),
-              "mosquitto": lambda: _mqtt(model), "brain": lambda: _brain(model)}
+              "mosquitto": lambda: _mqtt(model), "rabbitmq": lambda: _amqp(model),
+              "brain": lambda: _brain(model)}
     return checks.get(service)
 
 
@@ -129,6 +131,107 @@ def _mqtt(model: StackModel) -> Check:
         problem = str(exc) or exc.__class__.__name__
     return Check("mosquitto MQTT", problem is None, "CONNACK accepted" if problem is None else problem,
                  url=f"mqtt://{host}:{port}", runbook=None if problem is None else Runbook.CONTAINER_FAILED)
+
+
+AMQP_HEADER = b"AMQP\x00\x00\x09\x01"  # AMQP 0-9-1
+_FRAME_END = 0xCE
+
+
+def _short(text: str) -> bytes:
+    data = text.encode()
+    return bytes([len(data)]) + data
+
+
+def _long(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+def _method(class_id: int, method_id: int, arguments: bytes) -> bytes:
+    payload = class_id.to_bytes(2, "big") + method_id.to_bytes(2, "big") + arguments
+    return b"\x01\x00\x00" + _long(payload) + bytes([_FRAME_END])  # a method frame on channel 0
+
+
+def _read_method(sock: socket.socket) -> tuple[tuple[int, int], bytes]:
+    """The next method frame on channel 0 -> ((class, method), arguments); heartbeats skipped."""
+    while True:
+        header = _read_exactly(sock, 7)
+        body = _read_exactly(sock, int.from_bytes(header[3:7], "big") + 1)
+        if header[0] == 1:
+            return (int.from_bytes(body[0:2], "big"), int.from_bytes(body[2:4], "big")), body[4:-1]
+        if header[0] != 8:  # 8: heartbeat
+            raise ValueError(f"unexpected AMQP frame type {header[0]}")
+
+
+def _read_exactly(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise ConnectionError("the broker closed the connection")
+        data += chunk
+    return data
+
+
+def _close_reason(arguments: bytes) -> str:
+    code = int.from_bytes(arguments[0:2], "big")
+    text = arguments[3:3 + arguments[2]].decode(errors="replace")
+    return f"{code} {text}"
+
+
+def amqp_connect(host: str, port: int, user: str, password: str, vhost: str = "/",
+                 timeout: float = CHECK_TIMEOUT) -> str | None:
+    """An AMQP 0-9-1 login (PLAIN) and Connection.Open of `vhost`; None when the broker accepts
+    both, else why not (the broker's own reply: `403 ACCESS_REFUSED - Login was refused ...`).
+    The password goes to the broker only; it is never part of the answer."""
+    # authentication_failure_close: a refused login is answered with Connection.Close and a
+    # reason, not a silently closed socket.
+    capabilities = _short("authentication_failure_close") + b"t\x01"
+    properties = (_short("product") + b"S" + _long(b"kitty-ops check")
+                  + _short("capabilities") + b"F" + _long(capabilities))
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(AMQP_HEADER)
+        method, _ = _read_method(sock)
+        if method != (10, 10):  # Connection.Start
+            return f"not an AMQP 0-9-1 broker (first method {method})"
+        response = b"\x00" + user.encode() + b"\x00" + password.encode()
+        sock.sendall(_method(10, 11, _long(properties) + _short("PLAIN") + _long(response) + _short("en_US")))
+        method, arguments = _read_method(sock)
+        if method == (10, 50):  # Connection.Close
+            return _close_reason(arguments)
+        if method != (10, 30):  # Connection.Tune
+            return f"unexpected AMQP method {method} after login"
+        sock.sendall(_method(10, 31, arguments[0:2] + arguments[2:6] + b"\x00\x00"))  # Tune-Ok, no heartbeats
+        sock.sendall(_method(10, 40, _short(vhost) + _short("") + b"\x00"))  # Connection.Open
+        method, arguments = _read_method(sock)
+        if method == (10, 50):
+            return _close_reason(arguments)
+        if method != (10, 41):  # Open-Ok
+            return f"unexpected AMQP method {method} after Connection.Open"
+        sock.sendall(_method(10, 50, b"\x00\xc8" + _short("kitty-ops check done") + b"\x00\x00\x00\x00"))
+        try:
+            _read_method(sock)  # Close-Ok; the broker may also just close
+        except (OSError, ValueError):
+            pass
+    return None
+
+
+def _amqp(model: StackModel) -> Check:
+    service = model.services["rabbitmq"]
+    published = [p for p in service.ports if p.target == 5672]
+    if not published:
+        return Check("rabbitmq AMQP", True, "no published AMQP port; not checked from the host")
+    host, port = _loopback(published[0].host_ip), published[0].published
+    user = service.environment.get("RABBITMQ_DEFAULT_USER", "guest")
+    try:
+        problem = amqp_connect(host, port, user, service.environment.get("RABBITMQ_DEFAULT_PASS", ""))
+    except (OSError, ValueError) as exc:
+        problem = str(exc) or exc.__class__.__name__
+    detail = f"login as {user} accepted" if problem is None else problem
+    if problem is not None and "ACCESS_REFUSED" in problem:
+        detail += (f"; RABBITMQ_DEFAULT_USER/RABBITMQ_DEFAULT_PASS only apply when the volume is first "
+                   f"initialised: set them back, or change the password inside (rabbitmqctl change_password {user})")
+    return Check("rabbitmq AMQP", problem is None, detail, url=f"amqp://{host}:{port}",
+                 runbook=None if problem is None else Runbook.CONTAINER_FAILED)
 
 
 def _brain(model: StackModel) -> Check:

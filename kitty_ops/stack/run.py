@@ -1,11 +1,12 @@
 """Start and stop the whole stack as one dependency graph (see kitty_ops.stack.graph).
 
-start: validate, preflight Docker, plan, then run every node as soon as its dependencies are
-ready: the llama tier (kitty_ops.llama.lifecycle, all servers at once), the native services and the
-compose services. The first failure (a server dies loading, a container exits or turns unhealthy,
-a deadline passes) or Ctrl+C cancels the rest and stops again everything this run started, so
-nothing is left half-started. After a good start: checks (postgres, redis, mosquitto, brain),
-the port summary and the end-to-end query (kitty_ops.stack.checks).
+start: validate, preflight Docker, plan, pull the images this machine lacks (a failed pull
+starts nothing), then run every node as soon as its dependencies are ready: the llama tier
+(kitty_ops.llama.lifecycle, all servers at once), the native services and the compose services.
+The first failure (a server dies loading, a container exits or turns unhealthy, a deadline
+passes) or Ctrl+C cancels the rest and stops again everything this run started, so nothing is
+left half-started. After a good start: checks (postgres, redis, mosquitto, rabbitmq, brain), the
+port summary and the end-to-end query (kitty_ops.stack.checks).
 
 stop: the graph reversed: a node stops once everything that depends on it has stopped (the
 images API before its worker, app services before infrastructure, containers before the llama
@@ -17,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
+import platform
 import subprocess
 import threading
 import time
@@ -25,12 +27,12 @@ from typing import Callable
 from kitty_ops.config import NativeService, Settings
 from kitty_ops.containers.compose import SERVICE_LABEL, Compose, ComposeError, ContainerState, StackModel
 from kitty_ops.exitcodes import Exit
-from kitty_ops.host import lock
+from kitty_ops.host import desired, lock
 from kitty_ops.llama import lifecycle, validate
 from kitty_ops.outcomes import Action, Outcome, Progress, Result, Silent
 from kitty_ops.problems import Problem, error, has_errors
 from kitty_ops.runbooks import Runbook
-from kitty_ops.stack import checks, graph as graphs, native
+from kitty_ops.stack import checks, graph as graphs, native, reach
 from kitty_ops.stack.graph import Graph, Node, Tier
 
 LOG_TAIL_LINES = 20
@@ -83,15 +85,27 @@ def start(settings: Settings, config_problems: list[Problem], selection: Selecti
             full, notes = graphs.build([s.name for s in settings.enabled_servers], _natives(settings), model)
         except graphs.CycleError as exc:
             return Result("start", Exit.CONFIG, [], [_cycle_problem(exc)])
+        settings, unreachable = reach.with_reachable_binds(settings, full, compose, platform.system())
+        if unreachable:
+            return Result("start", Exit.CONFIG, [], unreachable)
         only, skip = _resolve(full, selection)
         plan = graphs.select_for_start(full, only, skip)
         specs = [settings.server(n.name) for n in plan.of_tier(Tier.LLAMA)]
         report = validate.check(settings, config_problems, specs)
         if not report.ok:
             return Result("start", Exit.CONFIG, [], report.problems)
+        if compose is not None and plan.of_tier(Tier.COMPOSE):
+            # Images this machine lacks come first: a pull that fails starts nothing, not even
+            # the llama servers, instead of failing half-way through the graph.
+            pulls = compose.pull_missing(model, [n.name for n in plan.of_tier(Tier.COMPOSE)], progress)
+            if pulls:
+                return Result("start", Exit.UNAVAILABLE, [], pulls)
         progress.event("plan", " -> ".join("[" + " ".join(level) + "]" for level in plan.levels()))
         run = _StartRun(settings, report, plan, compose, model, progress, cancel or threading.Event())
         result = run.execute()
+        # The operator's intent (kitty_ops.host.desired): what runs now is wanted up.
+        desired.mark(settings.logs_dir, [f"{o.component}:{o.name}" for o in result.outcomes if o.ok],
+                     desired.UP, "start")
         result.notes = notes + result.notes
         result.problems = [p for p in report.problems if not p.is_error] + result.problems
         if result.exit == Exit.OK:
@@ -517,6 +531,8 @@ def stop(settings: Settings, selection: Selection = Selection(), progress: Progr
         only, skip = _resolve(full, selection)
         chosen = graphs.select_for_stop(full, only, skip)
         order = graphs.reversed_graph(chosen)
+        # "down" before anything stops: a supervisor that sees these processes die reads it.
+        desired.mark(settings.logs_dir, list(chosen.nodes), desired.DOWN, "stop")
 
         def stop_node(node: Node) -> Outcome:
             if node.tier is Tier.LLAMA:

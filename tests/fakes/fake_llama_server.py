@@ -13,6 +13,11 @@ set per server through LLAMACPP_<NAME>_EXTRA_ARGS:
   --fake-exit-delay G       after SIGTERM, take G seconds to exit
   --fake-ready-file PATH    when ready, write the wall-clock time (time.time()) to PATH
   --fake-child              also start a child process in the same process group
+  --fake-busy-slots N       serve /slots with N slots processing forever (a drain never ends);
+                            without it /slots and /metrics answer 404, as an old build's do
+  --fake-die-after S        serve normally, then exit 3 S seconds after start (a crash loop)
+  --fake-load-forever       answer 503 "Loading model" for ever (never ready, never hung)
+  --fake-loading-after S    ready, then answer 503 "Loading model" from S seconds after start on
 
 Tests and benchmarks only; never shipped as part of kitty-ops.
 """
@@ -58,6 +63,10 @@ HELP = """----- common params -----
 --fake-exit-delay G                     (fake) seconds to exit after SIGTERM
 --fake-ready-file PATH                  (fake) write time.time() here when ready
 --fake-child                            (fake) start a child in the same process group
+--fake-busy-slots N                     (fake) serve /slots with N slots always processing
+--fake-die-after S                      (fake) exit 3 after S seconds, ready or not
+--fake-load-forever                     (fake) answer 503 loading for ever
+--fake-loading-after S                  (fake) answer 503 loading again after S seconds
 """
 
 
@@ -75,6 +84,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fake-exit-delay", type=float, default=0.0)
     p.add_argument("--fake-ready-file", default=None)
     p.add_argument("--fake-child", action="store_true")
+    p.add_argument("--fake-busy-slots", type=int, default=None)
+    p.add_argument("--fake-die-after", type=float, default=None)
+    p.add_argument("--fake-load-forever", action="store_true")
+    p.add_argument("--fake-loading-after", type=float, default=None)
     args, _unknown = p.parse_known_args(argv)
     return args
 
@@ -90,7 +103,8 @@ def main(argv: list[str]) -> int:
 
     started = time.monotonic()
     # A server that is going to crash never becomes ready first.
-    ready_at = float("inf") if args.fake_crash_after is not None else started + args.fake_load_seconds
+    ready_at = (float("inf") if args.fake_crash_after is not None or args.fake_load_forever
+                else started + args.fake_load_seconds)
 
     if args.fake_ignore_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -118,11 +132,16 @@ def main(argv: list[str]) -> int:
             self.wfile.write(body)
 
         def do_GET(self):  # noqa: N802
-            if time.monotonic() < ready_at:
+            reloading = args.fake_loading_after is not None and time.monotonic() - started > args.fake_loading_after
+            if time.monotonic() < ready_at or reloading:
                 self._send(503, {"error": {"message": "Loading model", "type": "unavailable_error", "code": 503}})
                 return
             if self.path == "/health":
                 self._send(200, {"status": "ok"})
+            elif self.path == "/slots" and args.fake_busy_slots is not None:
+                # A server that never turns idle (with N > 0); an old build has no /slots at all.
+                self._send(200, [{"id": i, "is_processing": i < args.fake_busy_slots}
+                                 for i in range(max(1, args.fake_busy_slots))])
             elif self.path == "/v1/models":
                 self._send(200, {"object": "list", "data": [{"id": args.alias, "object": "model"}]})
             else:
@@ -161,6 +180,10 @@ def main(argv: list[str]) -> int:
         print("llama_model_load: error loading model: fake corrupted tensor data", flush=True)
         print("main: exiting due to model loading error", flush=True)
         return 1
+    if args.fake_die_after is not None:
+        time.sleep(max(0.0, started + args.fake_die_after - time.monotonic()))
+        print("fake: GGML_ASSERT failed: crashing on purpose", flush=True)
+        os._exit(3)
     while True:
         time.sleep(3600)
 

@@ -1,12 +1,15 @@
 """Backup and restore against the real engine: real postgres and redis in the stack's containers,
-an S3-compatible server (moto) on loopback standing in for MinIO, and the CLI as operators run it.
+an S3-compatible server (moto) on loopback standing in for the object store (RustFS or MinIO), and
+the CLI as operators run it.
 
 The round trip writes rows, keys and objects, backs up, destroys the volumes and the buckets,
-restores into a fresh stack and compares everything.
+restores into a fresh stack and compares everything. The move from MinIO to RustFS is a backup
+from one moto server and a restore into another.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -36,7 +39,7 @@ class S3:
     def __init__(self, url: str):
         self.url = url
         self.client = boto3.client("s3", endpoint_url=url, aws_access_key_id="kitty",
-                                   aws_secret_access_key="test-only-minio", region_name="us-east-1",
+                                   aws_secret_access_key="test-only-objects", region_name="us-east-1",
                                    config=Config(s3={"addressing_style": "path"}))
 
     def fill(self) -> None:
@@ -59,8 +62,9 @@ class S3:
             self.client.delete_bucket(Bucket=bucket)
 
 
-@pytest.fixture
-def s3():
+@contextlib.contextmanager
+def moto_server():
+    """An S3 endpoint of its own on loopback, gone afterwards."""
     port = free_port()
     server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -71,6 +75,12 @@ def s3():
     finally:
         server.kill()
         server.wait()
+
+
+@pytest.fixture
+def s3():
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 def _answers(url: str) -> bool:
@@ -254,3 +264,38 @@ def test_postgres_through_a_database_url_round_trips_and_keeps_its_password_out_
     psql(stack, "DELETE FROM viaurl")
     assert stack.run("restore", "--yes", timeout=300).returncode == 0
     assert psql(stack, "SELECT v FROM viaurl") == "42"
+
+
+def test_moving_from_minio_to_rustfs_is_a_backup_there_and_a_restore_of_the_objects_here(stack, s3):
+    """ops/runbooks/backup-restore.md, "Moving from MinIO to RustFS", step by step. Two moto servers
+    stand in for the two products' S3 APIs: `s3` for MinIO (objects in two buckets), `new` for the
+    RustFS that starts empty."""
+    backups = backup_env(stack, s3, KITTY_OBJECT_STORE="minio")
+    assert stack.run("start", timeout=180).returncode == 0
+    assert f"{stack.compose_project}-minio-1" in stack.containers(all_states=False)
+    s3.fill()
+    code, out = stack.json("backup", timeout=300)  # 1. a backup while MinIO runs
+    assert code == 0, out
+    name = Path(out["path"]).name
+    assert stack.run("stop", timeout=120).returncode == 0  # 2. the stack down, switched, RustFS alone up
+    with moto_server() as new:
+        text = stack.env_file.read_text().replace("KITTY_OBJECT_STORE=minio", "KITTY_OBJECT_STORE=rustfs")
+        stack.env_file.write_text(text.replace(f"KITTY_BACKUP_S3_URL={s3.url}", f"KITTY_BACKUP_S3_URL={new.url}"))
+        started = stack.run("start", "--only", "rustfs", timeout=180)
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert stack.containers(all_states=False) == [f"{stack.compose_project}-rustfs-1"]
+        assert new.everything() == {}
+
+        # 3. the objects restored into the new store; the switched env file stays as it is.
+        done = subprocess.run(stack.argv("restore", name, "--yes", "--json"), cwd=stack.root,
+                              env={**stack.env(), "KITTY_BACKUP_PARTS": "objects"}, capture_output=True,
+                              text=True, timeout=600, stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stdout + done.stderr
+        steps = {s["name"]: s for s in json.loads(done.stdout)["steps"]}
+        assert new.everything() == OBJECTS  # every key of both buckets, byte for byte
+        assert s3.everything() == OBJECTS  # the old store is only read
+    assert steps["objects"]["ok"] and steps["objects"]["detail"].startswith("5 objects in 2 buckets")
+    assert "not restored" in steps["env"]["detail"] and "KITTY_OBJECT_STORE=rustfs" in stack.env_file.read_text()
+    assert "stop writers" not in steps  # the store being restored into is no writer: it keeps running
+    assert steps["start"]["ok"] and f"{stack.compose_project}-postgres-1" in stack.containers(all_states=False)
+    assert [b.name.endswith("-pre-restore") for b in sorted(backups.iterdir())] == [False, True]

@@ -17,31 +17,9 @@ from kitty_ops import config
 from kitty_ops.exitcodes import Health
 from kitty_ops.health import run as health_run
 from kitty_ops.host import ports, probes
-from tests.harness import alive, free_port, real_engine, real_model, write_tiny_gguf
+from tests.harness import alive, real_env, write_tiny_gguf
 
 pytestmark = pytest.mark.real_engine
-
-
-def real_env(project, servers: dict[str, dict[str, object]], **extra: object) -> dict[str, int]:
-    model = real_model()
-    values: dict[str, object] = {
-        "LLAMACPP_SERVERS": ",".join(servers),
-        "LLAMACPP_SERVER_BIN": real_engine(),
-        "LLAMACPP_MODELS_DIR": str(model.parent),
-        "LLAMACPP_CTX": 1024, "LLAMACPP_PARALLEL": 1, "LLAMACPP_THREADS": 1,
-        "LLAMACPP_BATCH": 256, "LLAMACPP_UBATCH": 128,
-        "LLAMACPP_HEALTH_TIMEOUT": 240, "KITTY_STOP_GRACE": 15, "KITTY_COMPOSE_ENABLED": "false",
-    }
-    port_of = {}
-    for name, settings in servers.items():
-        port_of[name] = free_port()
-        values[f"LLAMACPP_{name.upper()}_PORT"] = port_of[name]
-        values[f"LLAMACPP_{name.upper()}_MODEL"] = model.name
-        for key, value in settings.items():
-            values[f"LLAMACPP_{name.upper()}_{key}"] = value
-    values.update(extra)
-    project.write_env(values)
-    return port_of
 
 
 def test_two_real_servers_start_serve_and_stop_cleanly(project):

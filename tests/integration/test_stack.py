@@ -41,7 +41,7 @@ def test_start_follows_the_graph_and_stop_leaves_nothing(stack):
     assert code == 0, out
     by_name = {c["name"]: c for c in out["components"]}
     assert {n: c["action"] for n, c in by_name.items()} == {
-        "q4": "started", "minio": "started", "mosquitto": "started", "postgres": "started",
+        "q4": "started", "rustfs": "started", "mosquitto": "started", "postgres": "started",
         "redis": "started", "brain": "started"}
     assert {c["name"]: c["ok"] for c in out["checks"]} == {
         "postgres SELECT 1": True, "redis PING": True, "mosquitto MQTT": True, "brain /health": True,
@@ -49,7 +49,7 @@ def test_start_follows_the_graph_and_stop_leaves_nothing(stack):
 
     # Infrastructure did not wait for the model load (4 s); brain waited for the llama server
     # (the cross-tier edge) and for its compose dependencies.
-    for infra in ("postgres", "redis", "mosquitto", "minio"):
+    for infra in ("postgres", "redis", "mosquitto", "rustfs"):
         assert started_at(stack, infra) - began < 3.5, infra
     q4_ready = began + 4.0
     assert started_at(stack, "brain") >= q4_ready - 0.5
@@ -154,7 +154,7 @@ def test_native_images_service_waits_for_redis_and_stops_before_it(stack, tmp_pa
         IMAGES_SERVICE_WORKER_SETTLE="0.5")
     code, out = stack.json("start", timeout=180)
     assert code == 0, out
-    assert ["llama:q4", "compose:minio", "compose:mosquitto", "compose:postgres", "compose:redis"] == out["plan"][0]
+    assert ["llama:q4", "compose:mosquitto", "compose:postgres", "compose:redis", "compose:rustfs"] == out["plan"][0]
     assert out["plan"][1:] == [["native:images-worker"], ["native:images-api"]]
     lines = [l.split() for l in events.read_text().splitlines()]
     assert [l[:2] for l in lines] == [["started", "worker"], ["started", "api"]]
@@ -209,7 +209,7 @@ def test_health_sees_every_container_and_a_container_stopped_behind_its_back(sta
         report = json.loads(done.stdout)
         parts = {c["name"]: c for c in report["components"]}
         assert done.returncode == 0, report
-        assert set(parts) == {"q4", "postgres", "redis", "mosquitto", "minio", "brain"}  # no bystander
+        assert set(parts) == {"q4", "postgres", "redis", "mosquitto", "rustfs", "brain"}  # no bystander
         assert all(c["level"] == "OK" for c in parts.values()), report
         assert parts["brain"]["dependencies"] == {"mosquitto": "healthy", "postgres": "healthy",
                                                   "q4": "healthy", "redis": "healthy"}
@@ -238,3 +238,50 @@ def test_health_sees_every_container_and_a_container_stopped_behind_its_back(sta
         assert "Docker engine does not answer" in done.stdout
         assert "ops/runbooks/docker-engine.md" in done.stdout
         assert docker("inspect", "--format", "{{.State.Running}}", other).stdout.strip() == "true"
+
+
+def test_rabbitmq_profile_starts_healthy_with_the_env_files_credentials_and_stop_removes_it(stack):
+    from kitty_ops.stack.checks import amqp_connect
+    amqp, management = free_port(), free_port()
+    stack.stack_env({"q4": ""}, profiles="rabbitmq", RABBITMQ_PORT=amqp, RABBITMQ_MANAGEMENT_PORT=management,
+                    RABBITMQ_DEFAULT_PASS="test-only-rabbit", KITTY_COMPOSE_TIMEOUT=150)
+    code, out = stack.json("start", timeout=300)
+    assert code == 0, out
+    assert {c["name"]: c["action"] for c in out["components"]}["rabbitmq"] == "started"
+    checks = {c["name"]: c for c in out["checks"]}
+    assert checks["rabbitmq AMQP"]["ok"] and checks["rabbitmq AMQP"]["detail"] == "login as kitty accepted", checks
+    assert checks["published ports"]["ok"], checks  # 5672 and the management UI's 15672, on the host
+
+    code, health = stack.json("health", timeout=60)
+    rabbit = {c["name"]: c for c in health["components"]}["rabbitmq"]
+    assert rabbit["status"] == "healthy", rabbit
+
+    # The credentials of the env file, asked of the broker itself, then over AMQP from the host.
+    asked = docker("exec", f"{stack.compose_project}-rabbitmq-1", "rabbitmqctl", "authenticate_user", "kitty",
+                   "test-only-rabbit")
+    assert asked.returncode == 0 and "Success" in asked.stdout, asked.stdout + asked.stderr
+    assert amqp_connect("127.0.0.1", amqp, "kitty", "test-only-rabbit") is None
+    refused = amqp_connect("127.0.0.1", amqp, "kitty", "not-the-password")
+    assert refused is not None and "ACCESS_REFUSED" in refused
+    assert stack.inspect("rabbitmq")["Config"]["Hostname"] == "rabbitmq"  # its data directory's name
+
+    code, out = stack.json("stop", timeout=120)
+    assert code == 0, out
+    assert stack.containers() == []
+    volumes = docker("volume", "ls", "--filter", f"label=com.docker.compose.project={stack.compose_project}",
+                     "--format", "{{.Name}}").stdout.split()
+    assert f"{stack.compose_project}_rabbitmq-data" in volumes  # stop keeps its data
+
+
+def test_rabbitmq_without_a_password_refuses_to_start_and_names_the_variable(stack):
+    stack.stack_env({"q4": ""}, profiles="rabbitmq", RABBITMQ_PORT=free_port(),
+                    RABBITMQ_MANAGEMENT_PORT=free_port(), RABBITMQ_DEFAULT_PASS="")
+    done = stack.run("start", "--only", "rabbitmq", timeout=180)
+    assert done.returncode == 1, done.stderr
+    assert "rabbitmq failed:" in done.stderr
+    assert "RABBITMQ_DEFAULT_PASS is empty: set it in the env file" in done.stderr  # its log line
+    assert "runbook: ops/runbooks/container-failed.md" in done.stderr
+    assert stack.containers(all_states=False) == []
+    # Without the profile nobody needs the password: the stack starts as before.
+    stack.stack_env({"q4": ""}, profiles="", RABBITMQ_DEFAULT_PASS="")
+    assert stack.run("start", "--only", "redis", timeout=180).returncode == 0

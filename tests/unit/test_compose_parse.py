@@ -149,6 +149,17 @@ def test_parse_model_depends_on_without_condition_means_started():
         "redis": "service_started"}
 
 
+def test_parse_model_drops_an_optional_dependency_on_a_service_compose_did_not_enable():
+    # cad needs whichever object store runs: the other one's profile is off (shape of compose v2.40.3).
+    data = config_with(rustfs={"image": "rustfs/rustfs:1.0.0-rc.3"}, cad={"image": "cad", "depends_on": {
+        "rustfs": {"condition": "service_healthy", "required": False},
+        "minio": {"condition": "service_healthy", "required": False},
+        "brain": {"condition": "service_healthy", "required": True},
+    }})
+    assert dict(parse_model(data).services["cad"].depends_on) == {
+        "rustfs": "service_healthy", "brain": "service_healthy"}
+
+
 def test_parse_model_keeps_environment():
     pg = parse_model(CONFIG).services["postgres"]
     assert dict(pg.environment) == {"POSTGRES_DB": "kitty", "POSTGRES_PASSWORD": "s3cret",

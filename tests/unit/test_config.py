@@ -5,15 +5,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from kitty_ops.config import load_settings
 from kitty_ops.problems import Severity
 from kitty_ops.runbooks import Runbook
 
 
 def write_env(path: Path, values: dict[str, object]) -> Path:
+    """An env file with `values`. The container tier is on by default and its object store has
+    one value no default can give, so it is here unless a test sets it (None leaves it out)."""
+    values = {"OBJECT_STORE_SECRET_KEY": GOOD_SECRET, **values}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items() if v is not None))
     return path
+
+
+GOOD_SECRET = "s3cret-for-the-tests"
 
 
 def subjects(problems) -> list[str]:
@@ -144,7 +152,8 @@ def test_defaults(tmp_path):
     assert settings.compose_enabled is True
     assert settings.compose.project == "kitty"
     assert settings.compose.files == (tmp_path.resolve() / "infra/compose/docker-compose.yml",)
-    assert settings.compose.profiles == ()
+    # The operator's profiles (none) and the object store's: RustFS unless KITTY_OBJECT_STORE says.
+    assert settings.compose.profiles == ("rustfs",) and settings.compose.object_store == "rustfs"
     assert settings.images.enabled is False
 
 
@@ -264,14 +273,15 @@ def test_bad_and_duplicate_server_names(tmp_path):
 
 
 def test_unbalanced_extra_args_quote_is_an_error(tmp_path):
-    (tmp_path / ".env").write_text("LLAMACPP_Q4_EXTRA_ARGS='--foo \"bar'\n")
+    (tmp_path / ".env").write_text(f"LLAMACPP_Q4_EXTRA_ARGS='--foo \"bar'\nOBJECT_STORE_SECRET_KEY={GOOD_SECRET}\n")
     settings, problems = load_settings(tmp_path / ".env", {"KITTY_PROJECT_DIR": str(tmp_path)})
     assert subjects(problems) == ["LLAMACPP_Q4_EXTRA_ARGS"]
     assert settings.server("q4").extra_args == ()
 
 
 def test_extra_args_are_split_like_a_shell(tmp_path):
-    (tmp_path / ".env").write_text("LLAMACPP_Q4_EXTRA_ARGS=\"--temp 0.2 --system-prompt 'be brief'\"\n")
+    (tmp_path / ".env").write_text("LLAMACPP_Q4_EXTRA_ARGS=\"--temp 0.2 --system-prompt 'be brief'\"\n"
+                                   f"OBJECT_STORE_SECRET_KEY={GOOD_SECRET}\n")
     settings, problems = load_settings(tmp_path / ".env", {"KITTY_PROJECT_DIR": str(tmp_path)})
     assert problems == []
     assert settings.server("q4").extra_args == ("--temp", "0.2", "--system-prompt", "be brief")
@@ -295,3 +305,164 @@ def test_secret_values_never_appear_in_problems(tmp_path):
     for problem in problems:
         text = " ".join(str(v) for v in problem.as_dict().values())
         assert secret not in text, problem
+
+
+# ------------------------------------------------------------------- the object store and Grafana
+
+def load(tmp_path: Path, values: dict[str, object], **environ: str):
+    env = write_env(tmp_path / ".env", values)
+    return load_settings(env, {"KITTY_PROJECT_DIR": str(tmp_path), **environ})
+
+
+def only(problems, subject: str):
+    found = [p for p in problems if p.subject == subject]
+    assert len(found) == 1, problems
+    return found[0]
+
+
+def text_of(problems) -> str:
+    return "\n".join(" ".join(str(v) for v in p.as_dict().values()) for p in problems)
+
+
+def test_object_store_settings_read_the_new_names_before_minios_old_ones(tmp_path):
+    settings, problems = load(tmp_path, {
+        "OBJECT_STORE_ACCESS_KEY": "new-user", "OBJECT_STORE_SECRET_KEY": "new-secret-123",
+        "OBJECT_STORE_PORT": 9100, "MINIO_ROOT_USER": "old-user", "MINIO_ROOT_PASSWORD": "old-secret-123",
+        "MINIO_PORT": 9200})
+    assert problems == []
+    backup = settings.backup
+    assert (backup.s3_url, backup.s3_access_key, backup.s3_secret_key) == (
+        "http://127.0.0.1:9100", "new-user", "new-secret-123")
+
+
+def test_an_existing_install_keeps_working_with_minios_old_names(tmp_path):
+    settings, problems = load(tmp_path, {"OBJECT_STORE_SECRET_KEY": None, "KITTY_OBJECT_STORE": "minio",
+                                         "MINIO_ROOT_USER": "old-user", "MINIO_ROOT_PASSWORD": "old-secret-123",
+                                         "MINIO_PORT": 9200})
+    assert [(p.subject, p.is_error) for p in problems] == [("KITTY_OBJECT_STORE", False)]  # the MinIO warning only
+    backup = settings.backup
+    assert (backup.s3_url, backup.s3_access_key, backup.s3_secret_key) == (
+        "http://127.0.0.1:9200", "old-user", "old-secret-123")
+
+
+def test_backup_s3_url_still_overrides_the_object_store_port(tmp_path):
+    settings, _ = load(tmp_path, {"OBJECT_STORE_PORT": 9100, "KITTY_BACKUP_S3_URL": "http://10.0.0.5:7000"})
+    assert settings.backup.s3_url == "http://10.0.0.5:7000"
+
+
+def test_rustfs_is_the_default_object_store_and_its_profile_is_passed_to_compose(tmp_path):
+    settings, problems = load(tmp_path, {"KITTY_COMPOSE_PROFILES": "app,observability",
+                                         "GRAFANA_ADMIN_PASSWORD": "grafana-secret"})
+    assert problems == []
+    assert settings.compose.object_store == "rustfs"
+    assert settings.compose.profiles == ("app", "observability", "rustfs")
+
+
+def test_minio_can_be_kept_with_a_warning_that_it_gets_no_fixes(tmp_path):
+    settings, problems = load(tmp_path, {"KITTY_OBJECT_STORE": "MinIO"})
+    assert settings.compose.profiles == ("minio",)
+    warned = only(problems, "KITTY_OBJECT_STORE")
+    assert warned.severity is Severity.WARNING and not any(p.is_error for p in problems)
+    assert "no more fixes" in warned.message and "quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z" in warned.message
+    assert "KITTY_OBJECT_STORE=rustfs" in warned.fix and warned.runbook is Runbook.BACKUP
+
+
+def test_the_object_store_may_be_chosen_from_the_process_environment(tmp_path):
+    settings, _ = load(tmp_path, {"KITTY_OBJECT_STORE": "rustfs"}, KITTY_OBJECT_STORE="minio")
+    assert settings.compose.object_store == "minio" and settings.compose.profiles == ("minio",)
+
+
+def test_an_unknown_object_store_is_an_error_and_rustfs_still_runs(tmp_path):
+    settings, problems = load(tmp_path, {"KITTY_OBJECT_STORE": "ceph"})
+    problem = only(problems, "KITTY_OBJECT_STORE")
+    assert problem.is_error and "rustfs or minio" in problem.fix
+    assert settings.compose.profiles == ("rustfs",)
+
+
+def test_the_other_object_stores_profile_is_refused_so_only_one_runs(tmp_path):
+    settings, problems = load(tmp_path, {"KITTY_COMPOSE_PROFILES": "app,minio"})
+    problem = only(problems, "KITTY_COMPOSE_PROFILES")
+    assert problem.is_error and "KITTY_OBJECT_STORE" in problem.fix
+    assert settings.compose.profiles == ("app", "rustfs")
+
+
+def test_an_install_from_before_rustfs_must_choose_before_it_starts_an_empty_store(tmp_path):
+    _, problems = load(tmp_path, {"OBJECT_STORE_SECRET_KEY": None, "MINIO_ROOT_PASSWORD": "old-secret-123"})
+    problem = only(problems, "KITTY_OBJECT_STORE")
+    assert problem.is_error and "MINIO_ROOT_PASSWORD" in problem.message and "RustFS" in problem.message
+    assert "KITTY_OBJECT_STORE=minio" in problem.fix and "restore" in problem.fix
+    assert problem.runbook is Runbook.BACKUP
+    # Chosen explicitly, RustFS takes the old name's key.
+    settings, problems = load(tmp_path, {"OBJECT_STORE_SECRET_KEY": None, "MINIO_ROOT_PASSWORD": "old-secret-123",
+                                         "KITTY_OBJECT_STORE": "rustfs"})
+    assert problems == [] and settings.backup.s3_secret_key == "old-secret-123"
+
+
+@pytest.mark.parametrize("line", ["", '""', "'   '"])
+def test_a_missing_or_empty_object_store_secret_is_an_error_naming_it(tmp_path, line):
+    (tmp_path / ".env").write_text(f"OBJECT_STORE_SECRET_KEY={line}\n")
+    _, problems = load_settings(tmp_path / ".env", {"KITTY_PROJECT_DIR": str(tmp_path)})
+    problem = only(problems, "OBJECT_STORE_SECRET_KEY")
+    assert problem.is_error and "not set" in problem.message
+    assert "set OBJECT_STORE_SECRET_KEY" in problem.fix and "8 to 40 characters" in problem.fix
+    assert problem.runbook is Runbook.CONFIGURATION
+
+
+@pytest.mark.parametrize(("values", "subject", "words"), [
+    ({"OBJECT_STORE_ACCESS_KEY": "ab"}, "OBJECT_STORE_ACCESS_KEY", "has 2 characters; RustFS and MinIO need at least 3"),
+    ({"OBJECT_STORE_SECRET_KEY": None, "MINIO_ROOT_USER": "ab", "MINIO_ROOT_PASSWORD": "old-secret-123",
+      "KITTY_OBJECT_STORE": "rustfs"}, "MINIO_ROOT_USER", "has 2 characters"),
+    ({"OBJECT_STORE_ACCESS_KEY": "a" * 129}, "OBJECT_STORE_ACCESS_KEY", "RustFS keys have at most 128"),
+    ({"OBJECT_STORE_SECRET_KEY": "7-chars"}, "OBJECT_STORE_SECRET_KEY", "has 7 characters; RustFS and MinIO need at least 8"),
+    ({"OBJECT_STORE_SECRET_KEY": "x" * 41}, "OBJECT_STORE_SECRET_KEY", "RustFS keys have at most 40"),
+    ({"OBJECT_STORE_SECRET_KEY": "rustfsadmin"}, "OBJECT_STORE_SECRET_KEY", "RustFS's built-in default"),
+    ({"OBJECT_STORE_SECRET_KEY": "RustFSAdmin"}, "OBJECT_STORE_SECRET_KEY", "RustFS's built-in default"),
+    ({"OBJECT_STORE_SECRET_KEY": "minioadmin"}, "OBJECT_STORE_SECRET_KEY", "MinIO's built-in default"),
+    ({"OBJECT_STORE_SECRET_KEY": "changeme"}, "OBJECT_STORE_SECRET_KEY", "a placeholder"),
+    ({"OBJECT_STORE_ACCESS_KEY": "rustfsadmin"}, "OBJECT_STORE_ACCESS_KEY", "RustFS's built-in default"),
+])
+def test_object_store_credential_rules_are_errors_naming_the_variable(tmp_path, values, subject, words):
+    _, problems = load(tmp_path, values)
+    problem = only(problems, subject)
+    assert problem.is_error and words in problem.message, problem
+    assert problem.runbook is Runbook.CONFIGURATION and "OBJECT_STORE_" in problem.fix
+    secret = values.get("OBJECT_STORE_SECRET_KEY") or ""
+    if len(secret) >= 5:
+        assert secret not in text_of(problems)  # a secret is never printed
+
+
+def test_a_secret_longer_than_rustfs_takes_only_warns_while_minio_runs(tmp_path):
+    _, problems = load(tmp_path, {"KITTY_OBJECT_STORE": "minio", "OBJECT_STORE_SECRET_KEY": "x" * 41})
+    problem = only(problems, "OBJECT_STORE_SECRET_KEY")
+    assert problem.severity is Severity.WARNING and "before moving to RustFS" in problem.fix
+
+
+def test_object_store_keys_at_the_limits_are_fine(tmp_path):
+    _, problems = load(tmp_path, {"OBJECT_STORE_ACCESS_KEY": "abc", "OBJECT_STORE_SECRET_KEY": "12345678"})
+    assert problems == []
+    _, problems = load(tmp_path, {"OBJECT_STORE_ACCESS_KEY": "a" * 128, "OBJECT_STORE_SECRET_KEY": "y" * 40})
+    assert problems == []
+
+
+def test_without_the_container_tier_no_container_secret_is_required(tmp_path):
+    _, problems = load(tmp_path, {"KITTY_COMPOSE_ENABLED": "false", "OBJECT_STORE_SECRET_KEY": None,
+                                  "KITTY_COMPOSE_PROFILES": "observability"})
+    assert problems == []
+
+
+@pytest.mark.parametrize(("password", "words"), [
+    (None, "not set: the observability profile would start Grafana with admin/admin"),
+    ("admin", "Grafana's built-in default"),
+    ("Admin", "Grafana's built-in default"),
+    ("changeme", "a placeholder"),
+])
+def test_grafana_needs_a_password_of_its_own_with_the_observability_profile(tmp_path, password, words):
+    _, problems = load(tmp_path, {"KITTY_COMPOSE_PROFILES": "observability", "GRAFANA_ADMIN_PASSWORD": password})
+    problem = only(problems, "GRAFANA_ADMIN_PASSWORD")
+    assert problem.is_error and words in problem.message
+    assert "GRAFANA_ADMIN_PASSWORD" in problem.fix and problem.runbook is Runbook.CONFIGURATION
+
+
+def test_grafana_password_is_not_required_without_its_profile(tmp_path):
+    _, problems = load(tmp_path, {"KITTY_COMPOSE_PROFILES": "app"})
+    assert problems == []

@@ -48,7 +48,7 @@ def seed_model() -> StackModel:
         svc("redis"),
         svc("postgres"),
         svc("mosquitto"),
-        svc("minio"),
+        svc("rustfs"),
         svc("brain", depends_on=("postgres", "redis", "mosquitto"), needs=("llama:*",)),
         svc("gateway", depends_on=("brain",)),
     )
@@ -79,7 +79,7 @@ def assert_topological(graph: Graph, order: list[str]) -> None:
 def test_build_node_ids_and_tiers(seed):
     assert set(seed.nodes) == ALL_LLAMA | {
         "native:images-worker", "native:images-api",
-        "compose:redis", "compose:postgres", "compose:mosquitto", "compose:minio",
+        "compose:redis", "compose:postgres", "compose:mosquitto", "compose:rustfs",
         "compose:brain", "compose:gateway"}
     assert seed.nodes["llama:q4"].tier is Tier.LLAMA
     assert seed.nodes["llama:q4"].name == "q4"
@@ -170,12 +170,12 @@ def test_build_with_nothing_is_an_empty_graph():
 
 
 def test_infrastructure_never_waits_for_llama_servers(seed):
-    for infra in ("compose:redis", "compose:postgres", "compose:mosquitto", "compose:minio"):
+    for infra in ("compose:redis", "compose:postgres", "compose:mosquitto", "compose:rustfs"):
         assert graphs.closure(seed, [infra]) == {infra}, infra
         assert not any(d.startswith("llama:") for d in graphs.closure(seed, [infra]))
     # ...and so they are all in the very first level, alongside the llama servers.
     first = set(seed.levels()[0])
-    assert {"compose:redis", "compose:postgres", "compose:mosquitto", "compose:minio"} <= first
+    assert {"compose:redis", "compose:postgres", "compose:mosquitto", "compose:rustfs"} <= first
     assert ALL_LLAMA <= first
 
 
@@ -189,7 +189,7 @@ def test_images_worker_does_not_wait_for_llama_servers(seed):
 def test_levels_of_seed_graph(seed):
     assert seed.levels() == [
         ["llama:f16", "llama:q4", "llama:summary",
-         "compose:minio", "compose:mosquitto", "compose:postgres", "compose:redis"],
+         "compose:mosquitto", "compose:postgres", "compose:redis", "compose:rustfs"],
         ["native:images-worker", "compose:brain"],
         ["native:images-api", "compose:gateway"],
     ]
@@ -279,7 +279,7 @@ def test_resolve_bare_compose_name(seed):
 
 def test_resolve_tier_name_means_all_of_that_tier(seed):
     ids, unknown = graphs.resolve_names(seed, ["compose"])
-    assert ids == {"compose:redis", "compose:postgres", "compose:mosquitto", "compose:minio",
+    assert ids == {"compose:redis", "compose:postgres", "compose:mosquitto", "compose:rustfs",
                    "compose:brain", "compose:gateway"}
     assert unknown == []
     assert graphs.resolve_names(seed, ["llama"]) == (ALL_LLAMA, [])
@@ -307,7 +307,7 @@ def test_start_only_brain_keeps_its_transitive_dependencies(seed):
     assert set(plan.nodes) == {"compose:brain", "compose:postgres", "compose:redis",
                                "compose:mosquitto"} | ALL_LLAMA
     assert "compose:gateway" not in plan.nodes
-    assert "compose:minio" not in plan.nodes
+    assert "compose:rustfs" not in plan.nodes
     assert "native:images-worker" not in plan.nodes
     assert deps(plan, "compose:brain") == deps(seed, "compose:brain")
 

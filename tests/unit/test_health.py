@@ -174,7 +174,7 @@ def test_container_states(kwargs, level, status, words):
 
 
 def test_container_without_healthcheck_is_ok_while_running_and_missing_one_is_down():
-    c = health.from_container("minio", state(health_word=""), False, now=2000.0)
+    c = health.from_container("rustfs", state(health_word=""), False, now=2000.0)
     assert c.level is Level.OK and "no healthcheck" in c.detail
     missing = health.from_container("redis", None, True, now=2000.0)
     assert (missing.level, missing.status) == (Level.CRITICAL, "down")

@@ -192,7 +192,7 @@ def specs(root: Path, **settings: object) -> list[ServerSpec]:
     models.mkdir(exist_ok=True)
     for name in ("q4.gguf", "f16.gguf"):
         write_70b(models / name)
-    values = {"LLAMACPP_SERVERS": "q4,f16", "LLAMACPP_MODELS_DIR": str(models),
+    values = {"LLAMACPP_SERVERS": "q4,f16", "LLAMACPP_MODELS_DIR": str(models), "KITTY_COMPOSE_ENABLED": "false",
               "LLAMACPP_Q4_MODEL": "q4.gguf", "LLAMACPP_F16_MODEL": "f16.gguf",
               **{f"LLAMACPP_{k}": v for k, v in settings.items()}}
     env = root / ".env"

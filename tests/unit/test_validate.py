@@ -22,6 +22,7 @@ def configure(root: Path, servers: tuple[str, ...] = ("q4",), **extra: object):
         "LLAMACPP_SERVERS": ",".join(servers),
         "LLAMACPP_SERVER_BIN": str(FAKE_SERVER),
         "LLAMACPP_MODELS_DIR": str(models),
+        "KITTY_COMPOSE_ENABLED": "false",  # the llama tier only: no container secrets to check
     }
     for name in servers:
         up = name.upper()
