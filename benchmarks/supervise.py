@@ -5,8 +5,8 @@
      (waitpid), an adopted process (not our child) through a pidfd, and through the poll
      fallback (KITTY_SUPERVISE_POLL, 50 ms). Targets: child <= 20 ms, adopted <= 100 ms.
      The watchers are kitty_ops.supervise.watch, the code the supervisor runs, in-process.
-  B. crash-to-healthy at a restart minus the server's own load time (its create time to its
-     ready file), a fake server SIGKILLed under `kitty-ops supervise` (the CLI, a real
+  B. crash-to-healthy at a restart minus the server's own load time (its spawn, the record's
+     started_at, to its ready file), a fake server SIGKILLed under `kitty-ops supervise` (the CLI, a real
      subprocess) with KITTY_SUPERVISE_BACKOFF_INITIAL=0 so that the figure is the supervisor's
      own overhead; the configured backoff (1 s by default) adds to it. Target <= 0.3 s.
   C. the same fake server under supervisord (if `supervisord` is installed: PyPI `supervisor`,
@@ -51,15 +51,16 @@ def _sleeper(adopted: bool) -> tuple[procs.Identity, subprocess.Popen | None]:
         child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
         return procs.identity_after_spawn(child), child
     # Not our child: a middle process starts it and exits, so it is reparented away from us.
-    middle = subprocess.run([sys.executable, "-c",
-                             "import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', "
-                             f"{code!r}], start_new_session=True); print(p.pid)"],
-                            capture_output=True, text=True, check=True)
-    pid = int(middle.stdout.strip())
+    middle = subprocess.Popen([sys.executable, "-c",
+                               "import subprocess, time; p = subprocess.Popen(['sleep', '120'], "
+                               "start_new_session=True); print(p.pid, flush=True); time.sleep(0.2)"],
+                              stdout=subprocess.PIPE, text=True)
+    pid = int(middle.stdout.readline())
+    middle.wait(5)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         identity = procs.identity_of(pid)
-        if identity and identity.args[-1:] == (code,):
+        if identity and identity.args == ("sleep", "120"):
             return identity, None
         time.sleep(0.01)
     raise RuntimeError("the adopted sleeper did not start")
@@ -137,7 +138,7 @@ def restart_overhead(restarts: int) -> tuple[list[float], list[float], list[floa
                 healthy = seen["since"]  # wall clock when the supervisor saw it healthy
                 new = project.record("q4")
                 server_ready = _ready_time(ready, killed)
-                load = server_ready - new["create_time"]
+                load = server_ready - new["started_at"]  # spawned (exec done) -> ready; create_time has 1 s grain
                 totals.append(healthy - killed)
                 loads.append(load)
                 overheads.append(healthy - killed - load)

@@ -488,6 +488,15 @@ def _check_container_secrets(read: _Reader, compose: ComposeSettings) -> None:
             what = "Grafana's built-in default" if found[1].lower() == "admin" else WELL_KNOWN_SECRETS[found[1].lower()]
             problem("GRAFANA_ADMIN_PASSWORD", f"Grafana's admin password is {what}, known to anyone",
                     "set GRAFANA_ADMIN_PASSWORD to a password of your own")
+    if "rabbitmq" in compose.profiles:
+        found = read.raw("RABBITMQ_DEFAULT_PASS")
+        if found is None:
+            problem("RABBITMQ_DEFAULT_PASS", "RabbitMQ's password is not set: the rabbitmq profile would start a "
+                    "broker that refuses to run", "set RABBITMQ_DEFAULT_PASS in the env file, or remove rabbitmq "
+                    "from KITTY_COMPOSE_PROFILES")
+        elif found[1].lower() in {"guest", *WELL_KNOWN_SECRETS}:
+            problem("RABBITMQ_DEFAULT_PASS", "RabbitMQ's password is one known to anyone",
+                    "set RABBITMQ_DEFAULT_PASS to a password of your own")
 
 
 def _images(read: _Reader, project_dir: Path) -> NativeServices:

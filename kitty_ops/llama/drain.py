@@ -56,6 +56,12 @@ class Drained:
             return f"drained ({_requests(self.in_flight_at_start)} finished in {self.waited:.1f}s)"
         return "idle"
 
+    @property
+    def waited_for_answers(self) -> bool:
+        """Answers were in flight: worth a word in the stop's row (an idle server's row, or one
+        that cannot say, reads as before; the progress line and the JSON tell the rest)."""
+        return bool(self.in_flight_at_start) or self.cut > 0
+
     def as_dict(self) -> dict:
         return {**dataclasses.asdict(self), "summary": self.describe()}
 

@@ -333,8 +333,9 @@ def stop_one(settings: Settings, name: str, progress: Progress) -> Outcome:
     drained = _drain(settings, spec, record, progress)
     outcome = terminate(settings, record, None, progress)
     if drained is not None:
-        outcome.detail = f"{drained.describe()}; {outcome.detail}"
         outcome.drain = drained.as_dict()
+        if drained.waited_for_answers:
+            outcome.detail = f"{drained.describe()}; {outcome.detail}"
     return outcome
 
 

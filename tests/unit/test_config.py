@@ -466,3 +466,19 @@ def test_grafana_needs_a_password_of_its_own_with_the_observability_profile(tmp_
 def test_grafana_password_is_not_required_without_its_profile(tmp_path):
     _, problems = load(tmp_path, {"KITTY_COMPOSE_PROFILES": "app"})
     assert problems == []
+
+
+@pytest.mark.parametrize(("password", "words"), [
+    (None, "not set: the rabbitmq profile would start a broker that refuses to run"),
+    ("guest", "known to anyone"),
+    ("changeme", "known to anyone"),
+])
+def test_rabbitmq_needs_a_password_of_its_own_with_its_profile(tmp_path, password, words):
+    _, problems = load(tmp_path, {"KITTY_COMPOSE_PROFILES": "rabbitmq", "RABBITMQ_DEFAULT_PASS": password})
+    problem = only(problems, "RABBITMQ_DEFAULT_PASS")
+    assert problem.is_error and words in problem.message and "RABBITMQ_DEFAULT_PASS" in problem.fix
+
+
+def test_rabbitmq_password_is_not_required_without_its_profile(tmp_path):
+    _, problems = load(tmp_path, {"KITTY_COMPOSE_PROFILES": "brain", "RABBITMQ_DEFAULT_PASS": None})
+    assert problems == []

@@ -57,6 +57,7 @@ def test_an_idle_server_is_stopped_at_once():
     server = Scripted(0)
     done = server.wait(30)
     assert (done.waited, done.cut, done.reason) == (0.0, 0, "") and done.describe() == "idle"
+    assert not done.waited_for_answers  # the stop's row reads as before
 
 
 def test_a_server_that_cannot_say_is_not_waited_on():
@@ -69,7 +70,7 @@ def test_requests_in_flight_are_waited_for_until_idle_for_a_moment():
     done = server.wait(30)
     assert done.cut == 0 and done.reason == "" and done.in_flight_at_start == 2
     assert 4 * drain.POLL + drain.IDLE_FOR <= done.waited <= 5 * drain.POLL + drain.IDLE_FOR + 1e-9
-    assert done.describe().startswith("drained (2 requests finished")
+    assert done.describe().startswith("drained (2 requests finished") and done.waited_for_answers
     assert server.reports[0] == (2, 30.0)  # progress at once, then every few seconds
 
 
