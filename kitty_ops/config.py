@@ -122,7 +122,7 @@ class Settings:
     probe_timeout: float  # `health`: seconds each probe may take, connect and read
     health_deadline: float  # `health`: seconds the whole check may take before it is UNKNOWN
     backup: "BackupSettings"
-    supervise: "SuperviseSettings" = dataclasses.field(default_factory=lambda: SuperviseSettings())
+    supervise: "SuperviseSettings"  # kitty-ops supervise (kitty_ops.supervise)
 
     @property
     def compose_enabled(self) -> bool:
@@ -206,6 +206,10 @@ class SuperviseSettings:
     poll: float = 0.05  # seconds between liveness checks of adopted processes without a pidfd
     alert_command: tuple[str, ...] = ()  # argv (KITTY_ALERT_COMMAND, parsed with shlex.split)
     alert_timeout: float = 10.0
+    metrics_port: int = 0  # the supervisor's Prometheus endpoint on 127.0.0.1 (0: none)
+    log_max_mb: float = 100.0  # a component's log over this is rotated (0: never)
+    log_keep: int = 5  # rotated generations kept, gzip-compressed
+    log_check: float = 30.0  # seconds between size checks
 
 
 class _Reader:
@@ -385,6 +389,25 @@ WELL_KNOWN_SECRETS = {**BUILT_IN_KEYS, "changeme": "a placeholder", "password": 
                       "secret": "a placeholder"}
 
 
+def _check_key(problem, store: str, what: str, main_var: str, found: tuple[str, str],
+               length: tuple[int, int], known: dict[str, str], hint: str) -> None:
+    """One of the object store's keys against RustFS's and MinIO's rules: long enough for both,
+    short enough for RustFS (only a warning on MinIO, which takes longer ones, so an old install
+    still starts), and not a value known to anyone. The value itself is never in a message."""
+    var, value = found
+    lo, hi = length
+    wanted = f"{lo} to {hi} characters, {hint}"
+    if len(value) < lo:
+        problem(var, f"the object store's {what} has {len(value)} characters; RustFS and MinIO need at least {lo}",
+                f"set {main_var} to {wanted}")
+    elif len(value) > hi:
+        problem(var, f"the object store's {what} has {len(value)} characters; RustFS keys have at most {hi}",
+                f"set {main_var} to {wanted}" + (" before moving to RustFS" if store == "minio" else ""),
+                store == "rustfs")
+    elif value.lower() in known:
+        problem(var, f"the object store's {what} is {known[value.lower()]}, known to anyone", f"set {main_var} to {wanted}")
+
+
 def _compose(read: _Reader, project_dir: Path, env_path: Path) -> ComposeSettings:
     files_text = read.text(("KITTY_COMPOSE_FILE",), "infra/compose/docker-compose.yml")
     # Several files (an override on top of the base) are separated like COMPOSE_FILE: ':' or ','.
@@ -446,38 +469,18 @@ def _check_container_secrets(read: _Reader, compose: ComposeSettings) -> None:
     def problem(var: str, message: str, fix: str, blocking: bool = True) -> None:
         read.problems.append((error if blocking else warning)(var, message, fix, Runbook.CONFIGURATION))
 
-    access_var, access = read.raw(*OBJECT_STORE_ACCESS_VARS) or (OBJECT_STORE_ACCESS_VARS[0], "kitty")
-    lo, hi = ACCESS_KEY_LENGTH
-    if len(access) < lo:
-        problem(access_var, f"the object store's access key has {len(access)} characters; RustFS and MinIO need at least {lo}",
-                f"set {OBJECT_STORE_ACCESS_VARS[0]} to {lo} to {hi} characters in the env file")
-    elif len(access) > hi:  # RustFS's rule for keys; MinIO takes longer ones, so an old install still starts
-        problem(access_var, f"the object store's access key has {len(access)} characters; RustFS keys have at most {hi}",
-                f"set {OBJECT_STORE_ACCESS_VARS[0]} to {lo} to {hi} characters in the env file"
-                + (" before moving to RustFS" if compose.object_store == "minio" else ""),
-                compose.object_store == "rustfs")
-    elif access.lower() in BUILT_IN_KEYS:
-        problem(access_var, f"the object store's access key is {BUILT_IN_KEYS[access.lower()]}, known to anyone",
-                f"set {OBJECT_STORE_ACCESS_VARS[0]} to a name of your own ({lo} to {hi} characters)")
-    found = read.raw(*OBJECT_STORE_SECRET_VARS)
+    access = read.raw(*OBJECT_STORE_ACCESS_VARS) or (OBJECT_STORE_ACCESS_VARS[0], "kitty")
+    _check_key(problem, compose.object_store, "access key", OBJECT_STORE_ACCESS_VARS[0], access,
+               ACCESS_KEY_LENGTH, BUILT_IN_KEYS, "a name of your own")
+    secret = read.raw(*OBJECT_STORE_SECRET_VARS)
     lo, hi = SECRET_KEY_LENGTH
-    wanted = f"{lo} to {hi} characters, e.g. the output of `openssl rand -hex 16`"
-    if found is None:
+    if secret is None:
         problem(OBJECT_STORE_SECRET_VARS[0], f"the object store's secret key is not set ({store} refuses to "
-                "start without one)", f"set {OBJECT_STORE_SECRET_VARS[0]} in the env file to {wanted}")
+                "start without one)", f"set {OBJECT_STORE_SECRET_VARS[0]} in the env file to {lo} to {hi} "
+                "characters, e.g. the output of `openssl rand -hex 16`")
     else:
-        var, secret = found
-        if len(secret) < lo:
-            problem(var, f"the object store's secret key has {len(secret)} characters; RustFS and MinIO need at least {lo}",
-                    f"set {OBJECT_STORE_SECRET_VARS[0]} to {wanted}")
-        elif len(secret) > hi:  # RustFS's rule for keys; MinIO takes longer ones, so an old install still starts
-            problem(var, f"the object store's secret key has {len(secret)} characters; RustFS keys have at most {hi}",
-                    f"set {OBJECT_STORE_SECRET_VARS[0]} to {wanted}"
-                    + (" before moving to RustFS" if compose.object_store == "minio" else ""),
-                    compose.object_store == "rustfs")
-        elif secret.lower() in WELL_KNOWN_SECRETS:
-            problem(var, f"the object store's secret key is {WELL_KNOWN_SECRETS[secret.lower()]}, known to anyone",
-                    f"set {OBJECT_STORE_SECRET_VARS[0]} to {wanted}")
+        _check_key(problem, compose.object_store, "secret key", OBJECT_STORE_SECRET_VARS[0], secret,
+                   SECRET_KEY_LENGTH, WELL_KNOWN_SECRETS, "e.g. the output of `openssl rand -hex 16`")
     if "observability" in compose.profiles:
         found = read.raw("GRAFANA_ADMIN_PASSWORD")
         if found is None:
@@ -685,4 +688,8 @@ def _supervise(read: _Reader) -> SuperviseSettings:
         poll=read.number(("KITTY_SUPERVISE_POLL",), 0.05, 0.005, 10, "seconds"),
         alert_command=alert,
         alert_timeout=read.number(("KITTY_ALERT_TIMEOUT",), 10.0, 0.1, 3600, "seconds"),
+        metrics_port=read.integer(("KITTY_METRICS_PORT",), 0, 0, 65535, "a TCP port (0: no endpoint)"),
+        log_max_mb=read.number(("KITTY_LOG_MAX_MB",), 100.0, 0, 1_000_000, "megabytes (0: never rotate)"),
+        log_keep=read.integer(("KITTY_LOG_KEEP",), 5, 1, 1000, "a count"),
+        log_check=read.number(("KITTY_LOG_CHECK_INTERVAL",), 30.0, 0.1, 86400, "seconds"),
     )

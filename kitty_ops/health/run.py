@@ -126,7 +126,7 @@ def _jobs(settings: Settings, timeout: float, deadline: float,
             jobs[f"native:{service.name}"] = lambda service=service: _supervised(
                 _native(settings, service, timeout), views)
     if settings.compose_enabled:
-        jobs["compose:*"] = lambda: _compose(settings, deadline, seen_model)
+        jobs["compose:*"] = lambda: _supervised(_compose(settings, deadline, seen_model), views)
     return jobs
 
 

@@ -46,6 +46,7 @@ class ComponentState:
     pid: int | None = None
     restarts: int = 0
     since: float = 0.0  # wall clock of entering `state`
+    last_restart: float | None = None  # wall clock of the supervisor's last restart of it
     backoff_until: float | None = None  # wall clock
     detail: str = ""
     runbook: str | None = None
@@ -69,8 +70,9 @@ class ComponentState:
                              for e in data.get("history") or []]
         return cls(**values)
 
-    def crash_history(self) -> str:
-        return "; ".join(e.what for e in self.history[-5:])
+    def crash_history(self, count: int = 5) -> str:
+        """The last `count` exits, oldest first."""
+        return "; ".join(e.what for e in self.history[-max(1, count):])
 
 
 @dataclasses.dataclass

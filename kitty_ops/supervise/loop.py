@@ -40,7 +40,7 @@ from kitty_ops.llama import command, lifecycle, memory
 from kitty_ops.outcomes import Outcome, Progress, Silent
 from kitty_ops.runbooks import Runbook
 from kitty_ops.stack import native
-from kitty_ops.supervise import alerts, policy as policies, watch
+from kitty_ops.supervise import alerts, containers, logs, metrics, policy as policies, watch
 
 TICK = 0.2  # seconds between reconciliations when nothing reports
 LOCK_RETRY = 1.0  # a start or stop of the operator holds the project lock: try again after this
@@ -143,19 +143,43 @@ class Supervisor:
             self.components[target.id] = _Component(target, view)
             self.state.components[target.id] = view
         self.dirty = True
+        self.next_log_check = 0.0
+        self.rotating = threading.Lock()
 
     # ------------------------------------------------------------------------------ the loop
 
     def run(self, stop: threading.Event) -> None:
+        endpoint = self._serve_metrics()
+        events = containers.follow(self.settings, self.events, self.progress, stop) \
+            if self.settings.compose_enabled else None
         try:
             while not stop.is_set():
                 self.step(timeout=TICK)
         finally:
+            if events is not None:
+                events.close()
+            if endpoint is not None:
+                endpoint.shutdown()
+                endpoint.server_close()
             for component in self.components.values():
                 if component.inst is not None:
                     component.inst.stop.set()
             self.alerter.wait_idle(min(5.0, self.settings.supervise.alert_timeout))
             self._save()
+
+    def _serve_metrics(self):
+        port = self.settings.supervise.metrics_port
+        if not port:
+            return None
+        try:
+            server = metrics.serve(port, lambda: metrics.render(self.state, self.wall()))
+        except OSError as exc:
+            self.progress.event("metrics", f"cannot listen on 127.0.0.1:{port} (KITTY_METRICS_PORT): "
+                                           f"{exc.strerror or exc}; supervising without the endpoint; "
+                                           f"see {Runbook.PORT_CONFLICT.path}")
+            return None
+        self.progress.event("metrics", f"Prometheus endpoint on http://127.0.0.1:{port}/metrics")
+        return server
 
     def step(self, timeout: float = 0.0) -> None:
         """Handle what was reported (waiting up to `timeout` for the first report), then reconcile."""
@@ -172,8 +196,39 @@ class Supervisor:
         intents = desired.load(self.logs)
         for component in self.components.values():
             self._reconcile(component, intents)
+        if self.clock() >= self.next_log_check:
+            self.next_log_check = self.clock() + self.settings.supervise.log_check
+            self._rotate_logs()
         if self.dirty:
             self._save()
+
+    def _rotate_logs(self) -> None:
+        """Rotation in a thread of its own (a copy of 100 MB takes a moment), under the project
+        lock when it is free (else next time): no start rewrites a record meanwhile."""
+        max_bytes = int(self.settings.supervise.log_max_mb * 1024 * 1024)
+        if max_bytes <= 0 or not self.rotating.acquire(blocking=False):
+            return
+        targets = [c.target for c in self.components.values() if c.view.state != STOPPING]
+
+        def rotate_all() -> None:
+            try:
+                with lock.held(lock.project_lock(self.logs), 0, "supervise: log rotation"):
+                    for target in targets:
+                        try:
+                            done = logs.rotate_component(self.logs, target.name, target.prefix, max_bytes,
+                                                         self.settings.supervise.log_keep)
+                        except OSError as exc:
+                            self.progress.event(target.name, f"log rotation failed: {exc}")
+                            continue
+                        if done is not None:
+                            paused = f"; paused {done.paused_ms:.1f} ms" if done.paused_ms is not None else ""
+                            self.progress.event(target.name, f"rotated {done.path.name} ({done.bytes} bytes{paused})")
+            except lock.LockBusy:
+                pass
+            finally:
+                self.rotating.release()
+
+        threading.Thread(target=rotate_all, name="log-rotation", daemon=True).start()
 
     def _save(self) -> None:
         self.state.updated_at = self.wall()
@@ -207,6 +262,9 @@ class Supervisor:
     def _reconcile(self, c: _Component, intents: dict[str, desired.Intent]) -> None:
         intent = intents.get(c.target.id)
         up = intent is not None and intent.want == desired.UP
+        if c.target.tier == "compose":
+            self._reconcile_container(c, intent)
+            return
         if c.view.state == FAILED:
             if not (up and c.failed_at is not None and intent.at > c.failed_at):
                 return
@@ -264,7 +322,8 @@ class Supervisor:
 
         inst.method = watch.watch(record.identity, popen, died, self.settings.supervise.poll, inst.stop)
         if not started:
-            self.progress.event(c.target.name, f"adopted pid {record.pid} (watched by {inst.method})")
+            whose = "its own child, started by the start it ran" if inst.method == "waitpid" else "adopted"
+            self.progress.event(c.target.name, f"watching pid {record.pid}: {whose} (watched by {inst.method})")
         self._set(c, STARTING, f"pid {record.pid}: waiting for health")
         threading.Thread(target=self._wait_ready, args=(c, inst), name=f"ready-{c.target.name}",
                          daemon=True).start()
@@ -291,6 +350,7 @@ class Supervisor:
         restart, c.after_failure = c.after_failure, False
         if restart:
             c.view.restarts += 1
+            c.view.last_restart = self.wall()
             c.recovering = True
             self._alert(c, "restart", f"restart {c.view.restarts} after: "
                                       f"{c.view.last_exit.what if c.view.last_exit else 'a failure'}")
@@ -343,6 +403,9 @@ class Supervisor:
     # ------------------------------------------------------------------------------- reports
 
     def _handle(self, kind: str, component_id: str, *args) -> None:
+        if kind == "container":
+            self._on_container(component_id, *args)
+            return
         c = self.components[component_id]
         if kind in ("spawned", "spawn-failed", "spawn-skipped", "lock-busy"):
             c.launching = False
@@ -447,6 +510,66 @@ class Supervisor:
         if current is not None and current.pid == record.pid and current.create_time == record.create_time:
             records.remove(self.logs, target.name, target.prefix)
 
+    # ---------------------------------------------------------------------------- containers
+
+    def _container(self, service: str) -> _Component:
+        """The view of a compose service, made when its first event arrives."""
+        target = Target("compose", service)
+        c = self.components.get(target.id)
+        if c is None:
+            view = ComponentState(target.id, "compose", service, RUNNING, since=self.wall())
+            c = self.components[target.id] = _Component(target, view)
+            self.state.components[target.id] = view
+            c.healthy_since = self.clock()
+        return c
+
+    def _on_container(self, service: str, action: str, exit_code: int | None) -> None:
+        """The engine restarts containers (compose's restart policy); the supervisor only counts
+        and reports: a die, a start after a die, a crash loop. It never starts, stops or
+        restarts a container itself."""
+        c = self._container(service)
+        intent = desired.load(self.logs).get(c.target.id)
+        if intent is not None and intent.want == desired.DOWN:
+            self._set(c, STOPPED, f"the operator's intent is down ({intent.by})")
+            return
+        now, wall = self.clock(), self.wall()
+        if action == "start":
+            if c.view.state in (BACKOFF, FAILED):
+                c.view.restarts += 1
+                c.view.last_restart = wall
+                c.healthy_since = now
+                if c.view.state == BACKOFF:
+                    self._set(c, RUNNING, "restarted by the engine's restart policy")
+                    self._alert(c, "recovery", f"container {service} running again (restarted by the engine)")
+            return
+        what = f"container exited with code {exit_code}" if exit_code is not None else "container died"
+        c.failures = policies.prune(self.policy, c.failures, now) + [now]
+        c.healthy_since = None
+        c.view.history = (c.view.history + [supervision.Exit(wall, what, exit_code, None)])[-supervision.HISTORY:]
+        self.progress.event(service, f"{what} ({len(c.failures)} in {self.policy.window:g}s)")
+        self._alert(c, "crash", what)
+        if len(c.failures) >= self.policy.max_failures:
+            if c.view.state != FAILED:
+                c.failed_at = wall
+                detail = (f"crash loop: {len(c.failures)} exits within {self.policy.window:g}s; the engine's "
+                          f"restart policy keeps restarting it (kitty-ops does not fight it); "
+                          f"exits: {c.view.crash_history(len(c.failures))}")
+                self._set(c, FAILED, detail, Runbook.CRASH_LOOP)
+                self.progress.event(service, f"{detail}; see {Runbook.CRASH_LOOP.path}")
+                self._alert(c, "give-up", detail)
+            return
+        self._set(c, BACKOFF, f"{what}; the engine's restart policy restarts it", Runbook.CONTAINER_FAILED)
+
+    def _reconcile_container(self, c: _Component, intent: desired.Intent | None) -> None:
+        if c.view.state == FAILED:
+            asked = intent is not None and intent.want == desired.UP and c.failed_at is not None \
+                and intent.at > c.failed_at
+            calm = c.healthy_since is not None and self.clock() - c.healthy_since >= self.policy.backoff_reset
+            if asked or calm:
+                c.failures, c.failed_at = [], None
+                self._set(c, RUNNING, "the operator asked again" if asked else
+                          f"running for {self.policy.backoff_reset:g}s without an exit")
+
     # ------------------------------------------------------------------------------- failure
 
     def _failure(self, c: _Component, what: str, code: int | None = None, sig: int | None = None,
@@ -470,7 +593,7 @@ class Supervisor:
             c.recovering = False
             detail = (f"crash loop: {decision.recent} failures within {self.policy.window:g}s "
                       f"(KITTY_SUPERVISE_MAX_FAILURES={self.policy.max_failures}); no more restarts until "
-                      f"`kitty-ops restart {c.target.name}`; exits: {c.view.crash_history()}")
+                      f"`kitty-ops restart {c.target.name}`; exits: {c.view.crash_history(decision.recent)}")
             self._set(c, FAILED, detail, Runbook.CRASH_LOOP)
             self.progress.event(c.target.name, f"{detail}; see {Runbook.CRASH_LOOP.path}")
             self._alert(c, "give-up", detail)

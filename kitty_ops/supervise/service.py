@@ -289,8 +289,8 @@ def install(spec: Spec, macos: bool, home: Path, uid: int, run: Runner = run_arg
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     ok, results = _run_steps(steps, run)
-    message = ("installed and started" if steps else "already installed and running") if ok else \
-        "the service manager refused"
+    message = ("installed and started" if current != wanted else "already installed and running") if ok \
+        else "the service manager refused"
     return Done(ok, path, results, message)
 
 

@@ -112,6 +112,17 @@ proof() {
   fi
 }
 
+# The operator's intent first: nothing is wanted up any more, so a supervisor still running
+# brings nothing back (kitty_ops/host/desired.py reads a file without components as "no intent").
+if [[ -d "$logs_dir" ]]; then
+  intent_tmp="$logs_dir/.desired.json.fallback.$$"
+  if (umask 077 && printf '{"schema": 1, "components": {}}\n' >"$intent_tmp"); then
+    mv -f "$intent_tmp" "$logs_dir/desired.json"
+  else
+    rm -f "$intent_tmp"
+  fi
+fi
+
 ports=()  # the llama servers' ports, read before their records go
 for record in "$logs_dir"/llamacpp-*.json; do
   [[ -f "$record" ]] && ports+=("$(record_field "$record" port)")

@@ -150,3 +150,12 @@ start_fake() {
   [[ "$output" == *"container"*"FAILED"* ]] || fail "no FAILED container row: $output"
   [[ $(($(date +%s) - started)) -le 8 ]] || fail "took $(($(date +%s) - started)) s with --deadline 2"
 }
+
+@test "fallback leaves no component wanted up, so a supervisor brings nothing back" {
+  start_fake
+  grep -q '"llama:q4"' "$LOGS_DIR/desired.json" || fail "start wrote no intent: $(cat "$LOGS_DIR/desired.json")"
+  run --separate-stderr "$FALLBACK" --env-file "$ENV_FILE"
+  [[ "$status" -eq 0 ]] || fail "exited $status; stdout: $output; stderr: $stderr"
+  assert_file_contains "$LOGS_DIR/desired.json" '"components": {}'
+  [[ "$(ls -a "$LOGS_DIR" | grep -c 'desired.json.fallback')" -eq 0 ]] || fail "temporary intent file left"
+}

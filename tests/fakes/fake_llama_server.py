@@ -18,6 +18,7 @@ set per server through LLAMACPP_<NAME>_EXTRA_ARGS:
   --fake-die-after S        serve normally, then exit 3 S seconds after start (a crash loop)
   --fake-load-forever       answer 503 "Loading model" for ever (never ready, never hung)
   --fake-loading-after S    ready, then answer 503 "Loading model" from S seconds after start on
+  --fake-chatty N           print N numbered log lines per second ("chatty N"), for log rotation
 
 Tests and benchmarks only; never shipped as part of kitty-ops.
 """
@@ -25,6 +26,7 @@ Tests and benchmarks only; never shipped as part of kitty-ops.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -67,6 +69,7 @@ HELP = """----- common params -----
 --fake-die-after S                      (fake) exit 3 after S seconds, ready or not
 --fake-load-forever                     (fake) answer 503 loading for ever
 --fake-loading-after S                  (fake) answer 503 loading again after S seconds
+--fake-chatty N                         (fake) print N numbered log lines per second
 """
 
 
@@ -88,6 +91,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fake-die-after", type=float, default=None)
     p.add_argument("--fake-load-forever", action="store_true")
     p.add_argument("--fake-loading-after", type=float, default=None)
+    p.add_argument("--fake-chatty", type=float, default=None)
     args, _unknown = p.parse_known_args(argv)
     return args
 
@@ -174,6 +178,14 @@ def main(argv: list[str]) -> int:
             with open(args.fake_ready_file, "w") as handle:
                 handle.write(f"{time.time():.6f}\n")
         threading.Thread(target=mark_ready, daemon=True).start()
+
+    if args.fake_chatty:
+        def chatter() -> None:
+            # Unbuffered writes straight to the log (O_APPEND), as llama-server's own logging does.
+            for i in itertools.count():
+                os.write(1, f"chatty {i:09d} {'x' * 40}\n".encode())
+                time.sleep(1.0 / args.fake_chatty)
+        threading.Thread(target=chatter, daemon=True).start()
 
     if args.fake_crash_after is not None:
         time.sleep(args.fake_crash_after)

@@ -11,12 +11,14 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
+import urllib.request
 
 import pytest
 
 from kitty_ops.exitcodes import Exit, Health
-from tests.harness import Project, alive, real_env, wait_until
+from tests.harness import Project, alive, docker, free_port, real_env, wait_until
 
 FAST = {"KITTY_SUPERVISE_PROBE_INTERVAL": 0.2, "KITTY_SUPERVISE_PROBE_TIMEOUT": 0.5,
         "KITTY_SUPERVISE_HANG_PROBES": 3, "KITTY_SUPERVISE_BACKOFF_INITIAL": 0.2,
@@ -129,7 +131,8 @@ def test_crash_loop_backs_off_then_fails_and_restart_clears_it(project):
 
 
 def test_a_hung_server_is_restarted_after_the_failed_probes(project):
-    project.fake_env({"q4": ""}, **FAST)
+    metrics_port = free_port()
+    project.fake_env({"q4": ""}, **FAST, KITTY_METRICS_PORT=metrics_port)
     with supervising(project) as proc:
         assert wait_state(project, "running", 20), output(proc)
         hung = pid_of(project)
@@ -139,6 +142,10 @@ def test_a_hung_server_is_restarted_after_the_failed_probes(project):
         assert not alive(hung)
         seen = view(project)
         assert seen["restarts"] == 1 and seen["history"][-1]["what"].startswith("hung: 3 failed /health probes")
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+        assert 'kitty_supervised_restarts_total{component="q4",tier="llama"} 1.0' in text
+        assert 'kitty_supervised_up{component="q4",tier="llama"} 1.0' in text
 
 
 def test_a_server_answering_503_loading_is_never_restarted_as_hung(project):
@@ -156,7 +163,7 @@ def test_stop_all_is_respected_and_start_all_resumes(project):
     with supervising(project) as proc:
         assert wait_state(project, "running", 20) and wait_state(project, "running", 5, "summary")
         assert project.run("stop").returncode == 0
-        time.sleep(3)  # many ticks, probes and backoffs
+        time.sleep(10)  # 50 ticks, 50 probe intervals, many backoffs: nothing comes back
         assert pid_of(project) is None and pid_of(project, "summary") is None
         assert view(project)["state"] == "stopped" and view(project)["restarts"] == 0
 
@@ -195,12 +202,106 @@ def test_adoption_survives_a_sigkilled_supervisor_and_one_supervisor_per_project
         assert status_of(project)["supervised"] is False  # a dead supervisor's file is not believed
     with supervising(project) as again:
         assert wait_until(lambda: view(project).get("state") == "running"
-                          and f"adopted pid {pid}" in output(again), 20), output(again)
+                          and f"watching pid {pid}: adopted" in output(again), 20), output(again)
         assert pid_of(project) == pid
         os.kill(pid, signal.SIGKILL)  # adopted (not its child): noticed through a pidfd
         assert wait_until(lambda: pid_of(project) not in (None, pid) and view(project).get("state") == "running",
                           10), output(again)
         assert "watched by pidfd" in output(again)
+
+
+FLAKY = """services:
+  flaky:
+    image: {image}
+    restart: unless-stopped
+    command: ["sh", "-c", "trap 'exit 0' TERM; while [ ! -e /tmp/die-once ] && [ ! -e /tmp/die-always ]; do sleep 0.1; done; rm -f /tmp/die-once; exit 3"]
+"""
+
+
+@pytest.mark.docker
+def test_containers_restarted_by_the_engine_are_counted_and_a_crash_loop_reported(project, docker_image):
+    compose_file = project.root / "compose.yml"
+    compose_file.write_text(FLAKY.format(image=docker_image))
+    name = f"ks{os.getpid()}{project.root.name[-10:]}".lower().replace("_", "")
+    project.fake_env({"q4": ""}, **FAST, KITTY_COMPOSE_ENABLED="true", KITTY_COMPOSE_FILE=compose_file,
+                     KITTY_COMPOSE_PROJECT=name, KITTY_COMPOSE_TIMEOUT=60, KITTY_COMPOSE_STOP_TIMEOUT=1,
+                     OBJECT_STORE_SECRET_KEY="test-only-objects")
+    container = f"{name}-flaky-1"
+
+    def flaky() -> dict:
+        try:
+            return json.loads((project.logs / "supervisor.json").read_text())["components"]["compose:flaky"]
+        except (OSError, ValueError, KeyError):
+            return {}
+
+    try:
+        with supervising(project) as proc:
+            assert wait_state(project, "running", 120), output(proc)
+            time.sleep(1)  # the event stream is up
+            assert docker("exec", container, "touch", "/tmp/die-once").returncode == 0
+            assert wait_until(lambda: flaky().get("restarts") == 1 and flaky().get("state") == "running", 30), \
+                (flaky(), output(proc))
+            assert flaky()["history"][-1]["code"] == 3
+            assert docker("inspect", "-f", "{{.RestartCount}}", container).stdout.strip() == "1"  # the engine did it
+
+            assert docker("exec", container, "touch", "/tmp/die-always").returncode == 0
+            assert wait_until(lambda: flaky().get("state") == "failed", 60), (flaky(), output(proc))
+            assert "kitty-ops does not fight it" in flaky()["detail"]
+            health = project.run("health", timeout=60)
+            assert health.returncode == Health.CRITICAL and "flaky failed (crash loop" in health.stdout, health.stdout
+    finally:
+        project.run("stop", timeout=120)
+        subprocess.run(["docker", "compose", "-p", name, "-f", str(compose_file), "down", "--timeout", "1"],
+                       capture_output=True, timeout=120)
+
+
+def test_log_rotation_under_a_writer_loses_and_repeats_no_line(tmp_path):
+    """The rotation itself against a process writing as fast as it can (O_APPEND, unbuffered)."""
+    from kitty_ops.host import procs
+    from kitty_ops.supervise import logs
+    log = tmp_path / "llamacpp-x.log"
+    with open(log, "ab", buffering=0) as out:
+        writer = subprocess.Popen([sys.executable, "-u", "-c", "import itertools, sys\nfor i in itertools.count():"
+                                   "\n    sys.stdout.write(f'line {i:09d} ' + 'x' * 60 + '\\n')"],
+                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    identity = procs.identity_after_spawn(writer)
+    pauses = []
+    try:
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            done = logs.rotate(log, 1000, identity)
+            assert done is not None
+            pauses.append(done.paused_ms)
+    finally:
+        writer.kill()
+        writer.wait(5)
+    assert len(pauses) >= 10 and sorted(pauses)[len(pauses) // 2] < 50
+    numbers = _numbers_across_generations(log, "line")
+    assert len(numbers) > 1000 and numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    assert numbers[0] == 0
+
+
+def test_the_supervisor_rotates_a_servers_log(project):
+    project.fake_env({"q4": "--fake-chatty 2000"}, **FAST, KITTY_LOG_MAX_MB=0.05, KITTY_LOG_KEEP=1000,
+                     KITTY_LOG_CHECK_INTERVAL=0.2)
+    with supervising(project) as proc:
+        log = project.logs / "llamacpp-q4.log"
+        assert wait_until(lambda: len(list(project.logs.glob("llamacpp-q4.log.*.gz"))) >= 3, 30), output(proc)
+        assert view(project)["restarts"] == 0  # the pauses never looked like a hang
+        assert project.run("stop").returncode == 0
+    numbers = _numbers_across_generations(log, "chatty")
+    assert len(numbers) > 500 and numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    assert "rotated llamacpp-q4.log" in output(proc)
+
+
+def _numbers_across_generations(log, word: str) -> list[int]:
+    import gzip
+    gens = sorted(log.parent.glob(log.name + ".*.gz"), key=lambda p: -int(p.name.rsplit(".", 2)[1]))
+    data = b"".join(gzip.open(g).read() for g in gens) + log.read_bytes()
+    lines = [l for l in data.decode(errors="replace").splitlines() if l.startswith(word + " ")]
+    complete = [l for l in lines if len(l.split()) == 3]  # the writer may be killed mid-line
+    return [int(l.split()[1]) for l in complete]
 
 
 @pytest.mark.real_engine

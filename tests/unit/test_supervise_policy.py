@@ -131,3 +131,52 @@ def test_alert_command_parsing(tmp_path):
         "KITTY_PROJECT_DIR": str(tmp_path), "KITTY_ALERT_COMMAND": "ntfy 'unclosed"})
     assert settings.supervise.alert_command == ()
     assert any(p.subject == "KITTY_ALERT_COMMAND" for p in problems)
+
+
+def test_metrics_text_parses_as_prometheus_and_says_what_status_says():
+    from prometheus_client.parser import text_string_to_metric_families
+    from kitty_ops.supervise import metrics
+    running = supervision.ComponentState("llama:f16", "llama", "f16", "running", restarts=1, last_restart=90.0,
+                                         history=[supervision.Exit(80.0, "killed by SIGKILL", None, 9)])
+    state = supervision.SupervisorState(1, 0.0, 10.0, 100.0, {"llama:q4": view("failed"), "llama:f16": running})
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render(state, 100.0))}
+    value = lambda fam, **labels: next(s.value for s in families[fam].samples  # noqa: E731
+                                       if all(s.labels.get(k) == v for k, v in labels.items()))
+    assert value("kitty_supervisor_uptime_seconds") == 90.0
+    assert value("kitty_supervised_up", component="f16") == 1 and value("kitty_supervised_up", component="q4") == 0
+    assert value("kitty_supervised_state", component="q4", state="failed") == 1
+    # the parser names a counter family without its _total suffix
+    assert value("kitty_supervised_restarts", component="q4") == 2
+    assert value("kitty_supervised_last_exit_signal", component="f16") == 9
+    assert value("kitty_supervised_seconds_since_restart", component="f16") == 10.0
+
+
+def test_metrics_endpoint_listens_on_loopback_only(tmp_path):
+    import urllib.request
+    from kitty_ops.supervise import metrics
+    server = metrics.serve(0, lambda: "kitty_x 1\n")
+    try:
+        host, port = server.server_address
+        assert host == "127.0.0.1"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            assert reply.read() == b"kitty_x 1\n" and "version=0.0.4" in reply.headers["Content-Type"]
+        with pytest.raises(OSError):
+            metrics.serve(port, lambda: "")  # taken: the caller reports it
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_docker_events_are_read_as_die_and_start_of_a_service():
+    import json as js
+    from kitty_ops.supervise import containers
+
+    def line(action, **attributes):
+        return js.dumps({"status": action, "Actor": {"Attributes": {"com.docker.compose.service": "redis",
+                                                                    **attributes}}})
+    assert containers.parse(line("die", exitCode="137")) == ("redis", "die", 137)
+    assert containers.parse(line("start")) == ("redis", "start", None)
+    assert containers.parse(line("health_status")) is None
+    assert containers.parse(line("die", **{"com.docker.compose.oneoff": "True"})) is None  # compose run
+    assert containers.parse("not json") is None
+    assert containers.parse(js.dumps({"Action": "die", "Actor": {"Attributes": {}}})) is None  # no service
