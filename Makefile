@@ -62,8 +62,8 @@ system-deps:
 demo: setup
 	./ops/scripts/start-all.sh --env-file $(DEMO_ENV)
 	$(BIN)/kitty-ops status --env-file $(DEMO_ENV)
-	@echo; echo "q4 answers a real chat completion:"
-	$(BIN)/kitty-ops chat --env-file $(DEMO_ENV) --max-tokens 40 "In one sentence: what does a llama eat?"
+	@echo; echo "q4 continues a sentence (the demo model is a base model: it completes text; chat needs a model with a chat template):"
+	$(BIN)/kitty-ops complete --env-file $(DEMO_ENV) --max-tokens 16 "Llamas are herbivores. A llama eats"
 	@echo; echo "Running. Stop with: ./ops/scripts/stop-all.sh --env-file $(DEMO_ENV)"
 
 # BASH32 names a bash 3.2 (.ci/run sets it): the shell tests run again under it, as on a Mac.

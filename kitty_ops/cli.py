@@ -21,13 +21,25 @@ from kitty_ops import __version__, config, formats, render
 from kitty_ops.containers.compose import Compose, ComposeError
 from kitty_ops.exitcodes import DESCRIPTIONS, HEALTH_DESCRIPTIONS, Exit, Health
 from kitty_ops.host import lock, probes, records
-from kitty_ops.llama import drain, status, validate
+from kitty_ops.llama import drain, gguf, status, validate
 from kitty_ops.runbooks import Runbook
 from kitty_ops.stack import run as stack
 
+ENV_FILE_HELP = "Configuration file (default: .env in the project directory)."
+
+
+def _env_file_here_or_before(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """`kitty-ops --env-file X status` means `kitty-ops status --env-file X`, as with
+    `docker compose --env-file X ps`: one option, read wherever it stands."""
+    before = ctx.find_root().params.get("env_file")
+    if value is not None and before is not None and value != before:
+        raise click.BadParameter(f"given twice, as {before} before the command and {value} after it")
+    return value if value is not None else before
+
+
 env_file_option = click.option(
     "--env-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="Configuration file (default: .env in the project directory).")
+    callback=_env_file_here_or_before, help=ENV_FILE_HELP)
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (versioned).")
 
 def _names(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -41,7 +53,9 @@ def _exit_table() -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
              epilog=f"Exit codes:\n\n\b\n{_exit_table()}")
 @click.version_option(__version__, prog_name="kitty-ops")
-def cli() -> None:
+@click.option("--env-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=ENV_FILE_HELP + " Accepted before the command as well as after it.")
+def cli(env_file: Path | None) -> None:  # noqa: ARG001 (each command reads it through env_file_option)
     """Run the local AI stack: llama-server processes per model role, checked and supervised."""
 
 
@@ -599,26 +613,22 @@ def _running_url(settings: config.Settings, spec: config.ServerSpec) -> str:
     return record.url if record else spec.url
 
 
-@cli.command("chat")
-@env_file_option
-@click.option("--server", default="q4", show_default=True, help="Server to ask.")
-@click.option("--max-tokens", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=1))
-@click.argument("prompt")
-def chat_cmd(env_file: Path | None, server: str, max_tokens: int, timeout: float, prompt: str) -> None:
-    """Send PROMPT to a server's /v1/chat/completions and print the answer."""
+def _ask(env_file: Path | None, server: str, path: str, body: dict, pick, timeout: float) -> str:
+    """POST `body` to a server's `path` and return what `pick` takes from its JSON answer; a
+    server that gives none fails the command with its HTTP status and the runbook."""
     settings, _ = config.load_settings(env_file)
     spec = settings.server(server)
     if spec is None:
         known = ", ".join(s.name for s in settings.servers) or "none"
         raise click.UsageError(f"unknown server {server!r} (configured: {known})")
-    body = json.dumps({"model": spec.alias, "max_tokens": max_tokens,
-                       "messages": [{"role": "user", "content": prompt}]}).encode()
+    if path.startswith("/v1/chat") and not _has_chat_template(spec):
+        click.echo(f"kitty-ops: {server}'s model has no chat template (a base model): llama-server falls back "
+                   f"to ChatML and the answer may ramble; `kitty-ops complete` suits it", err=True)
     url = _running_url(settings, spec)
     try:
-        code, data = probes.http_request(url + "/v1/chat/completions", "POST", body, timeout,
-                                         {"Content-Type": "application/json"})
-        answer = json.loads(data)["choices"][0]["message"]["content"] if code == 200 else None
+        code, data = probes.http_request(url + path, "POST", json.dumps({"model": spec.alias, **body}).encode(),
+                                         timeout, {"Content-Type": "application/json", **spec.auth})
+        answer = pick(json.loads(data)) if code == 200 else None
     except (OSError, ValueError, KeyError, IndexError) as exc:
         code, answer = None, None
         data = str(exc).encode()
@@ -626,7 +636,49 @@ def chat_cmd(env_file: Path | None, server: str, max_tokens: int, timeout: float
         _fail(Exit.FAILED, f"{server} at {url} gave no answer (HTTP {code}: "
                            f"{data[:200].decode(errors='replace')}); check `kitty-ops status`, "
                            f"see {Runbook.SERVER_CRASH.path}", False)
-    click.echo(answer)
+    return answer
+
+
+def _has_chat_template(spec: config.ServerSpec) -> bool:
+    """The model file's own chat template (GGUF `tokenizer.chat_template`); a file that cannot be
+    read counts as having one: this is advice, not a check."""
+    try:
+        return bool(gguf.read_metadata(spec.model, lambda key: key == "tokenizer.chat_template"))
+    except gguf.ModelFileError:
+        return True
+
+
+server_option = click.option("--server", default="q4", show_default=True, help="Server to ask.")
+timeout_option = click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=1))
+
+
+@cli.command("chat")
+@env_file_option
+@server_option
+@click.option("--max-tokens", default=64, show_default=True, type=click.IntRange(min=1))
+@timeout_option
+@click.argument("prompt")
+def chat_cmd(env_file: Path | None, server: str, max_tokens: int, timeout: float, prompt: str) -> None:
+    """Send PROMPT to a server's /v1/chat/completions and print the answer (for models with a chat
+    template; `complete` continues a text)."""
+    click.echo(_ask(env_file, server, "/v1/chat/completions",
+                    {"max_tokens": max_tokens, "messages": [{"role": "user", "content": prompt}]},
+                    lambda answer: answer["choices"][0]["message"]["content"], timeout))
+
+
+@cli.command("complete")
+@env_file_option
+@server_option
+@click.option("--max-tokens", default=32, show_default=True, type=click.IntRange(min=1))
+@timeout_option
+@click.argument("prompt")
+def complete_cmd(env_file: Path | None, server: str, max_tokens: int, timeout: float, prompt: str) -> None:
+    """Continue PROMPT with a server's /completion (what a base model does well) and print the
+    prompt with its continuation, to the end of the sentence."""
+    text = _ask(env_file, server, "/completion",
+                {"prompt": prompt, "n_predict": max_tokens, "temperature": 0, "stop": ["\n", "."]},
+                lambda answer: answer["content"] + (answer.get("stopping_word") or "").strip(), timeout)
+    click.echo(prompt + text)
 
 
 def _replace(settings: config.Settings, **changes) -> config.Settings:

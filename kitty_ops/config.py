@@ -88,6 +88,12 @@ class ServerSpec:
     metrics: bool
     bind_explicit: bool = False  # the operator chose the bind address (else 127.0.0.1 by default)
     drain_timeout: float = 60.0  # seconds a stop waits for requests in flight (kitty_ops.llama.drain)
+    api_key: str = dataclasses.field(default="", repr=False)  # passed as LLAMA_API_KEY, never argv
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The headers a request other than /health needs when the server has an API key."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     @property
     def var_prefix(self) -> str:
@@ -634,6 +640,7 @@ def _server(read: _Reader, name: str, models_dir: Path) -> ServerSpec:
         bind=read.text(var("BIND"), "127.0.0.1"),
         bind_explicit=read.raw(*var("BIND")) is not None,
         drain_timeout=read.number((own + "DRAIN_TIMEOUT", "KITTY_DRAIN_TIMEOUT"), DRAIN_TIMEOUT, 0, 86400, "seconds"),
+        api_key=read.text((own + "API_KEY", PREFIX + "API_KEY"), ""),
         ctx=read.integer(var("CTX"), int(role["ctx"]), 0, 10_000_000, "a context size"),
         threads=read.integer(var("THREADS"), default_threads(), -1, 1024, "a thread count"),
         batch=read.integer(var("BATCH"), int(role["batch"]), 1, 1_000_000, "a batch size"),

@@ -141,7 +141,7 @@ def _llama(settings: Settings, name: str, timeout: float) -> list[Component]:
     component = judge.from_process(seen, "llama", spec.alias if spec else name, bool(spec and spec.enabled),
                                     base + "/health" if base else None, Runbook.SERVER_CRASH)
     if component and component.status == "healthy" and base:
-        judge.with_requests(component, drain.in_flight(base, timeout))
+        judge.with_requests(component, drain.in_flight(base, timeout, spec.auth if spec else None))
     return [component] if component else []
 
 

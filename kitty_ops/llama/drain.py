@@ -94,11 +94,12 @@ def parse_metrics(text: str) -> int | None:
     return found
 
 
-def in_flight(url: str, timeout: float = PROBE_TIMEOUT) -> int | None:
-    """Requests the server at `url` is working on, or None when it cannot say."""
+def in_flight(url: str, timeout: float = PROBE_TIMEOUT, headers: dict[str, str] | None = None) -> int | None:
+    """Requests the server at `url` is working on, or None when it cannot say (`headers`: the
+    server's API key, which /slots and /metrics need when it has one)."""
     for path, parse in (("/slots", parse_slots), ("/metrics", lambda b: parse_metrics(b.decode(errors="replace")))):
         try:
-            code, body = probes.http_request(url + path, "GET", None, timeout)
+            code, body = probes.http_request(url + path, "GET", None, timeout, headers)
         except (OSError, http.client.HTTPException):
             return None  # refused or timed out: a second endpoint would not answer either
         if code == 200:

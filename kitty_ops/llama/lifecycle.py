@@ -164,6 +164,15 @@ def spawn_one(settings: Settings, spec: ServerSpec, engine: command.EngineInfo,
     return spawned[0].record, spawned[0].popen
 
 
+def server_environment(spec: ServerSpec) -> dict[str, str]:
+    """The server's environment: kitty-ops's own, with the API key as LLAMA_API_KEY when one is
+    configured (never in argv, which every user can read with ps) and no inherited one otherwise."""
+    env = {k: v for k, v in os.environ.items() if k != "LLAMA_API_KEY"}
+    if spec.api_key:
+        env["LLAMA_API_KEY"] = spec.api_key
+    return env
+
+
 def _spawn(settings: Settings, spec: ServerSpec, engine: command.EngineInfo,
            progress: Progress, spawned: list[_Launch]) -> Outcome | None:
     argv = command.build_argv(spec, engine.binary_path)
@@ -173,7 +182,7 @@ def _spawn(settings: Settings, spec: ServerSpec, engine: command.EngineInfo,
     with open(log, "a", encoding="utf-8") as handle:
         handle.write(f"\n=== kitty-ops {stamp}: starting {spec.name}: {' '.join(command.redact(argv))}\n")
         offset = handle.tell()
-    popen = procs.spawn_detached(argv, log, cwd=settings.project_dir)
+    popen = procs.spawn_detached(argv, log, cwd=settings.project_dir, env=server_environment(spec))
     try:
         identity = procs.identity_after_spawn(popen)
         if identity is None:
@@ -349,7 +358,7 @@ def _drain(settings: Settings, spec: ServerSpec | None, record: records.EngineRe
         progress.event(record.name, f"draining: {in_flight} request{'' if in_flight == 1 else 's'} "
                                     f"in flight, {left:.0f}s left")
 
-    drained = drain.wait_idle(lambda: drain.in_flight(record.url),
+    drained = drain.wait_idle(lambda: drain.in_flight(record.url, headers=spec.auth if spec else None),
                               spec.drain_timeout if spec else settings.drain_timeout,
                               lambda: procs.check(record.identity) is procs.Liveness.OURS, report)
     progress.event(record.name, drained.describe())

@@ -106,7 +106,7 @@ def _one(settings: Settings, name: str) -> ServerStatus:
     probe = seen.probe
     if probe.health is probes.Health.READY:
         base.state = State.HEALTHY
-        base.requests_in_flight = drain.in_flight(record.url, PROBE_TIMEOUT)
+        base.requests_in_flight = drain.in_flight(record.url, PROBE_TIMEOUT, spec.auth if spec else None)
         if base.requests_in_flight:
             base.detail = f"{base.requests_in_flight} request{'' if base.requests_in_flight == 1 else 's'} in flight"
     elif probe.health in (probes.Health.LOADING, probes.Health.REFUSED):

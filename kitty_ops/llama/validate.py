@@ -37,6 +37,7 @@ def check(settings: Settings, config_problems: list[Problem],
     model_bytes: dict[str, int] = {}
     for spec in specs:
         model_bytes[spec.name] = _check_models(spec, problems)
+        _check_api_key(spec, problems)
         for flag in command.managed_flags_in_extras(spec):
             problems.append(error(
                 f"{spec.var_prefix}EXTRA_ARGS", f"sets {flag}, which kitty-ops manages itself",
@@ -48,6 +49,25 @@ def check(settings: Settings, config_problems: list[Problem],
     _check_ports(specs, running, problems)
     _check_memory(specs, model_bytes, problems, Host.current())
     return Report(settings, problems, engine, model_bytes, running)
+
+
+def _check_api_key(spec: ServerSpec, problems: list[Problem]) -> None:
+    """The key travels in the environment (LLAMA_API_KEY), never argv, which every user reads
+    with ps; a server the operator opened beyond loopback without one answers anyone who reaches
+    it. (The bridge gateway kitty-ops picks for container callers on Linux is not warned about:
+    it is the narrowest address they reach.)"""
+    extras = command.flags_in(["x", *command.normalize_args(spec.extra_args)])
+    for flag in ("--api-key", "--api-key-file"):
+        if flag in extras:
+            problems.append(error(
+                f"{spec.var_prefix}EXTRA_ARGS", f"passes {flag}: the key would stand in the process list",
+                f"remove {flag} and set {spec.var_prefix}API_KEY (or LLAMACPP_API_KEY); kitty-ops passes it "
+                "as LLAMA_API_KEY and sends it with its own requests", Runbook.CONFIGURATION))
+    if not spec.api_key and spec.bind_explicit and spec.bind not in ("127.0.0.1", "localhost", "::1"):
+        problems.append(warning(
+            f"{spec.var_prefix}BIND", f"server {spec.name!r} listens on {spec.bind} without an API key: "
+            "anyone who reaches that address can use it",
+            f"set {spec.var_prefix}API_KEY (or LLAMACPP_API_KEY), or bind it to 127.0.0.1", Runbook.CONFIGURATION))
 
 
 def _check_models(spec: ServerSpec, problems: list[Problem]) -> int:

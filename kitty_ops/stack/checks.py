@@ -263,6 +263,7 @@ def _ports(plan: Graph, model: StackModel) -> Check:
 def end_to_end(settings: Settings, plan: Graph) -> Check:
     """KITTY_E2E_URL (brain's /api/query) when set, else a chat completion against q4 (or the
     first llama server of the plan)."""
+    headers = {"Content-Type": "application/json"}
     if settings.e2e_url:
         body = json.dumps({"query": E2E_PROMPT}).encode()
         url = settings.e2e_url
@@ -272,11 +273,11 @@ def end_to_end(settings: Settings, plan: Graph) -> Check:
             return Check("end-to-end", True, "no llama server in this start; skipped")
         spec = settings.server("q4" if "q4" in names else names[0])
         url = spec.url + "/v1/chat/completions"
+        headers.update(spec.auth)
         body = json.dumps({"model": spec.alias, "max_tokens": 8,
                            "messages": [{"role": "user", "content": E2E_PROMPT}]}).encode()
     try:
-        code, data = probes.http_request(url, "POST", body, settings.e2e_timeout,
-                                         {"Content-Type": "application/json"})
+        code, data = probes.http_request(url, "POST", body, settings.e2e_timeout, headers)
         answer = json.loads(data) if code == 200 else None
     except (OSError, ValueError) as exc:
         code, answer, data = None, None, str(exc).encode()

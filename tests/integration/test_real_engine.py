@@ -142,3 +142,19 @@ def test_real_server_health_while_loading_when_healthy_and_when_hung(project):
         os.kill(record["pid"], signal.SIGCONT)
     assert project.run("health", "--quiet").returncode == 0
     assert project.run("stop").returncode == 0
+
+
+def test_the_demo_model_completes_text_and_chat_says_it_has_no_template(project):
+    """The demo's base model has no chat template: `complete` continues a sentence sensibly
+    (the demo's own prompt), and `chat` says why its answer may ramble."""
+    real_env(project, {"q4": {}})
+    assert project.run("start", timeout=300).returncode == 0
+    done = project.run("complete", "--max-tokens", "16", "Llamas are herbivores. A llama eats", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Llamas are herbivores. A llama eats")
+    continuation = done.stdout.strip()[len("Llamas are herbivores. A llama eats"):]
+    assert continuation.strip() and "<|im" not in continuation and "\n" not in continuation
+    assert done.stdout.strip().endswith(".")  # to the end of the sentence
+    chat = project.run("chat", "--max-tokens", "8", "Say hello.", timeout=120)
+    assert chat.returncode == 0, chat.stderr
+    assert "has no chat template" in chat.stderr
