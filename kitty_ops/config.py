@@ -487,25 +487,22 @@ def _check_container_secrets(read: _Reader, compose: ComposeSettings) -> None:
     else:
         _check_key(problem, compose.object_store, "secret key", OBJECT_STORE_SECRET_VARS[0], secret,
                    SECRET_KEY_LENGTH, WELL_KNOWN_SECRETS, "e.g. the output of `openssl rand -hex 16`")
-    if "observability" in compose.profiles:
-        found = read.raw("GRAFANA_ADMIN_PASSWORD")
+    # A profile's own password: required only when the profile runs (compose's `:?` would require
+    # it of every stack), and never the service's built-in default or a placeholder.
+    for profile, var, service, who, unset_means, built_in in (
+            ("observability", "GRAFANA_ADMIN_PASSWORD", "Grafana", "Grafana's admin password",
+             "the observability profile would start Grafana with admin/admin", "admin"),
+            ("rabbitmq", "RABBITMQ_DEFAULT_PASS", "RabbitMQ", "RabbitMQ's password",
+             "the rabbitmq profile would start a broker that refuses to run", "guest")):
+        if profile not in compose.profiles:
+            continue
+        found = read.raw(var)
         if found is None:
-            problem("GRAFANA_ADMIN_PASSWORD", "Grafana's admin password is not set: the observability profile would "
-                    "start Grafana with admin/admin", "set GRAFANA_ADMIN_PASSWORD in the env file, or remove "
-                    "observability from KITTY_COMPOSE_PROFILES")
-        elif found[1].lower() in {"admin", *WELL_KNOWN_SECRETS}:
-            what = "Grafana's built-in default" if found[1].lower() == "admin" else WELL_KNOWN_SECRETS[found[1].lower()]
-            problem("GRAFANA_ADMIN_PASSWORD", f"Grafana's admin password is {what}, known to anyone",
-                    "set GRAFANA_ADMIN_PASSWORD to a password of your own")
-    if "rabbitmq" in compose.profiles:
-        found = read.raw("RABBITMQ_DEFAULT_PASS")
-        if found is None:
-            problem("RABBITMQ_DEFAULT_PASS", "RabbitMQ's password is not set: the rabbitmq profile would start a "
-                    "broker that refuses to run", "set RABBITMQ_DEFAULT_PASS in the env file, or remove rabbitmq "
-                    "from KITTY_COMPOSE_PROFILES")
-        elif found[1].lower() in {"guest", *WELL_KNOWN_SECRETS}:
-            problem("RABBITMQ_DEFAULT_PASS", "RabbitMQ's password is one known to anyone",
-                    "set RABBITMQ_DEFAULT_PASS to a password of your own")
+            problem(var, f"{who} is not set: {unset_means}",
+                    f"set {var} in the env file, or remove {profile} from KITTY_COMPOSE_PROFILES")
+        elif found[1].lower() in {built_in, *WELL_KNOWN_SECRETS}:
+            what = f"{service}'s built-in default" if found[1].lower() == built_in else WELL_KNOWN_SECRETS[found[1].lower()]
+            problem(var, f"{who} is {what}, known to anyone", f"set {var} to a password of your own")
 
 
 def _images(read: _Reader, project_dir: Path) -> NativeServices:
