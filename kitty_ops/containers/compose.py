@@ -87,6 +87,8 @@ class ContainerState:
     image: str = ""
     probe_seconds: float | None = None  # how long the last healthcheck took
     started_epoch: float | None = None  # started_at as Unix seconds (None: never started)
+    ports: tuple[str, ...] = ()  # published ports, as `docker ps` shows them: 127.0.0.1:5432->5432/tcp
+    memory_bytes: int | None = None  # memory in use, as `docker stats` counts it (None: not asked)
 
     def describe(self) -> str:
         if self.status in ("exited", "dead"):
@@ -144,8 +146,21 @@ def parse_inspect(data: Iterable[Mapping], project: str) -> dict[str, ContainerS
             exit_code=int(state.get("ExitCode") or 0), restarts=int(item.get("RestartCount") or 0),
             started_at=str(state.get("StartedAt", "")), last_probe=last_probe,
             image=str((item.get("Config") or {}).get("Image", "")), probe_seconds=probe_seconds,
-            started_epoch=epoch(state.get("StartedAt")))
+            started_epoch=epoch(state.get("StartedAt")),
+            ports=published_ports((item.get("NetworkSettings") or {}).get("Ports")))
     return states
+
+
+def published_ports(bindings: object) -> tuple[str, ...]:
+    """The engine's `NetworkSettings.Ports` ({"5432/tcp": [{"HostIp": ..., "HostPort": ...}]})
+    -> ("127.0.0.1:5432->5432/tcp", ...); ports exposed but not published are left out."""
+    found = []
+    for inside, outside in (bindings.items() if isinstance(bindings, Mapping) else ()):
+        for binding in outside or ():
+            if isinstance(binding, Mapping) and binding.get("HostPort"):
+                host = str(binding.get("HostIp") or "0.0.0.0")
+                found.append(f"{f'[{host}]' if ':' in host else host}:{binding['HostPort']}->{inside}")
+    return tuple(sorted(set(found)))
 
 
 _RFC3339 = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
