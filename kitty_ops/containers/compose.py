@@ -435,9 +435,10 @@ class Compose:
     def states(self) -> dict[str, ContainerState]:
         return self.inspect(self.container_ids().values())
 
-    def project_states(self, timeout: float) -> dict[str, ContainerState]:
+    def project_states(self, timeout: float, memory: bool = False) -> dict[str, ContainerState]:
         """Every container of the project, straight from the engine by its project label: two
         quick `docker` calls, without loading the compose project (the health check's path).
+        With `memory`, each running container's memory_bytes too, where the engine says.
         Raises ComposeError when the engine cannot be asked."""
         listed = self.run(["docker", "ps", "--all", "--quiet", "--no-trunc", "--filter",
                            f"label={PROJECT_LABEL}={self.project}"], timeout)
