@@ -21,7 +21,7 @@ from kitty_ops import __version__, config, formats, render
 from kitty_ops.containers.compose import Compose, ComposeError
 from kitty_ops.exitcodes import DESCRIPTIONS, HEALTH_DESCRIPTIONS, Exit, Health
 from kitty_ops.host import lock, probes, records
-from kitty_ops.llama import drain, gguf, status, validate
+from kitty_ops.llama import drain, gguf, validate
 from kitty_ops.runbooks import Runbook
 from kitty_ops.stack import run as stack
 
@@ -377,10 +377,20 @@ def _service_done(done, verb: str) -> None:
 @env_file_option
 @json_option
 def status_cmd(env_file: Path | None, as_json: bool) -> None:
-    """Show each server: state, pid, port, uptime, memory, model, engine version."""
+    """Show every component of the stack (llama servers, native services, containers), the
+    disabled ones included: state, health, pid or container, ports, uptime, memory, model or
+    image, engine version, restarts. It only reads: nothing is started, signalled or removed.
+    Exit 0 whenever the status could be read (`health` judges it)."""
+    # only this command needs them
+    from kitty_ops.health import render as health_render, run as health_run, status as health_status  # noqa: PLC0415
+    from kitty_ops.host import desired  # noqa: PLC0415
+
     settings, _ = config.load_settings(env_file)
-    servers = status.collect(settings)
-    (render.status_json if as_json else render.status_text)(servers, sys.stdout)
+    if env_file is not None and not settings.env_file_found:
+        _fail(Exit.CONFIG, f"env file not found: {settings.env_file}; see {Runbook.CONFIGURATION.path}", as_json)
+    report = health_run.run(settings, health_status.PROBE_TIMEOUT, health_status.DEADLINE, memory=True)
+    view = health_status.build(report, settings, desired.load(settings.logs_dir))
+    (health_render.status_json if as_json else health_render.status_text)(view, sys.stdout)
 
 
 class MonitoringCommand(click.Command):

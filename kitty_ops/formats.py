@@ -9,8 +9,9 @@ from typing import IO, Sequence
 
 SCHEMA = "kitty-ops/{}/v{}"
 # v2 of start/stop: the whole stack, so "servers" became "components" (each with its "component"
-# tier), plus "plan", "checks" and "notes".
-VERSIONS = {"start": 2, "stop": 2}
+# tier), plus "plan", "checks" and "notes". v2 of status: the whole stack too, "servers" became
+# "components" (each with its "tier", "state" and "health"), plus "checked_at", "seconds", "notes".
+VERSIONS = {"start": 2, "stop": 2, "status": 2}
 
 
 def to_json(kind: str, payload: dict, out: IO[str]) -> None:

@@ -11,8 +11,7 @@ import threading
 import time
 from typing import IO, Iterable
 
-from kitty_ops.formats import duration, size, table, to_json
-from kitty_ops.llama.status import ServerStatus
+from kitty_ops.formats import size, table, to_json
 from kitty_ops.llama.validate import Report
 from kitty_ops.outcomes import Result
 from kitty_ops.problems import Problem
@@ -172,28 +171,6 @@ def progress_for(stream: IO[str]) -> LineProgress:
     """A live display on a terminal, plain lines otherwise (pipes, cron, CI)."""
     is_tty = hasattr(stream, "isatty") and stream.isatty() and os.environ.get("TERM") not in (None, "", "dumb")
     return LiveProgress(stream) if is_tty else LineProgress(stream)
-
-
-# ------------------------------------------------------------------------------------------ status
-
-def status_text(servers: list[ServerStatus], out: IO[str]) -> None:
-    rows = [(s.name, s.state.value, s.pid, s.port, duration(s.uptime_s), size(s.rss_bytes),
-             (s.model or "-").rsplit("/", 1)[-1], s.engine_version or "-", _supervised(s), s.detail)
-            for s in servers]
-    out.write(table(rows, ["NAME", "STATE", "PID", "PORT", "UPTIME", "RSS", "MODEL", "ENGINE", "RESTARTS",
-                           "DETAIL"]) + "\n")
-
-
-def _supervised(s: ServerStatus) -> str:
-    """RESTARTS: `-` when no supervisor keeps it up, else the count and the last exit."""
-    if not s.supervised:
-        return "-"
-    last = f" (last: {s.last_exit['what']})" if s.last_exit else ""
-    return f"{s.restarts}{last}"
-
-
-def status_json(servers: list[ServerStatus], out: IO[str]) -> None:
-    to_json("status", {"servers": [s.as_dict() for s in servers]}, out)
 
 
 # ------------------------------------------------------------------------------------------ backup

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Mapping, Sequence
+from urllib.parse import urlsplit
 
 from kitty_ops.containers.compose import ContainerState
 from kitty_ops.exitcodes import Health as Level
@@ -34,6 +35,7 @@ class Component:
     detail: str
     service: str = ""  # what it calls itself: the llama alias, the compose service
     version: str | None = None  # engine version, or the container's image
+    model: str | None = None  # a llama server's model file; a container's image
     uptime: float | None = None  # seconds
     latency: float | None = None  # seconds the health probe took (docker's own probe for containers)
     url: str | None = None
@@ -48,6 +50,13 @@ class Component:
     supervisor_state: str | None = None  # running | starting | backoff | failed | stopping | stopped
     restarts: int | None = None  # restarts by the supervisor (None: not supervised)
     last_exit: str | None = None  # "killed by SIGKILL", when the supervisor saw one
+    crash_history: list[str] = dataclasses.field(default_factory=list)  # the supervisor's exits, oldest first
+    ports: tuple[str, ...] = ()  # where it listens: "127.0.0.1:8083"; a container's "127.0.0.1:5432->5432/tcp"
+    memory_bytes: int | None = None  # a live process's RSS; a container's memory as the engine counts it
+    # What was seen before judging: a process is absent (no record), alive, gone (dead or its PID
+    # reused) or bad-record; a container is absent or in the engine's own state (running, exited,
+    # created, restarting, paused, dead). `status` tells "stopped" from "died" with it.
+    observed: str | None = None
 
     def as_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -82,18 +91,22 @@ def from_process(observed: Observed, tier: str, service: str, enabled: bool, url
     record = observed.record
     if record is not None:
         base.pid, base.version = record.pid, record.engine_version or None
+        base.model = record.model or None
+        base.ports = address(record.url)
     if not observed.recorded:
         if not enabled:
             return None
+        base.observed = "absent"
         return _set(base, Level.CRITICAL, "down", "not running: no record (start it with start-all)",
                     failure_runbook)
     if observed.liveness is not procs.Liveness.OURS:
+        base.observed = "bad-record" if observed.bad_record else "gone"
         base.log_tail = list(observed.log_tail)
         detail = observed.death()
         if observed.log_tail:
             detail += f"; last log line: {observed.log_tail[-1].strip()[:200]}"
         return _set(base, Level.CRITICAL, "down", detail, _runbook_for_death(observed, failure_runbook))
-    base.uptime = observed.uptime
+    base.uptime, base.memory_bytes, base.observed = observed.uptime, observed.rss_bytes, "alive"
     probe = observed.probe
     suspended = " (the process is suspended: SIGSTOP or a debugger)" if observed.suspended else ""
     if probe is None:  # no health endpoint: alive and provably ours is all there is to know
@@ -125,6 +138,7 @@ def with_supervision(component: Component, view: ComponentState | None) -> Compo
     component.supervisor_state = view.state
     component.restarts = view.restarts
     component.last_exit = view.last_exit.what if view.last_exit else None
+    component.crash_history = [e.what for e in view.history]
     if view.state == FAILED:
         history = view.crash_history()
         detail = view.detail or f"crash loop; exits: {history}"
@@ -133,6 +147,18 @@ def with_supervision(component: Component, view: ComponentState | None) -> Compo
         return _set(component, Level.WARNING, "backoff",
                     f"{view.detail} (restart {view.restarts + 1} by the supervisor)", component.runbook)
     return component
+
+
+def address(url: str | None) -> tuple[str, ...]:
+    """`http://127.0.0.1:8083/health` -> ("127.0.0.1:8083",); () for no URL or no port."""
+    try:
+        parts = urlsplit(url or "")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return ()
+    if not host or not port:
+        return ()
+    return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}",)
 
 
 def _runbook_for_death(observed: Observed, default: Runbook) -> Runbook:
@@ -159,9 +185,12 @@ def from_container(service: str, state: ContainerState | None, has_healthcheck: 
     cron job could add and costs nothing to read)."""
     base = Component(service, "compose", Level.OK, "healthy", "", service=service)
     if state is None:
+        base.observed = "absent"
         return _set(base, Level.CRITICAL, "down", "no container (start it with start-all)",
                     Runbook.CONTAINER_FAILED)
     base.container, base.version = state.id, state.image or None
+    base.model, base.ports, base.memory_bytes = state.image or None, state.ports, state.memory_bytes
+    base.observed = state.status
     base.latency = state.probe_seconds
     if state.started_epoch and state.status == "running":
         base.uptime = max(0.0, now - state.started_epoch)

@@ -1,6 +1,7 @@
 """The health report for the three readers it has: a monitoring system (one status line with
 performance data, then the details), a program (versioned JSON) and Prometheus (a textfile-
-collector file, written atomically so node_exporter never reads half of one)."""
+collector file, written atomically so node_exporter never reads half of one); and `status`, the
+same observation as the operator's table of the whole stack (status.py makes its rows)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from pathlib import Path
 from typing import IO
 
 from kitty_ops.exitcodes import Health as Level
-from kitty_ops.formats import duration, table, to_json
+from kitty_ops.formats import duration, size, table, to_json
 from kitty_ops.health import judge
 from kitty_ops.health.run import Report
+from kitty_ops.health.status import Row, Status
 from kitty_ops.host import records
 
 PREFIX = "KITTY"
@@ -109,3 +111,43 @@ def write_prometheus(path: Path, report: Report) -> None:
     one, never a partial one. Its temp name does not end in .prom, so it is never collected.
     0644: node_exporter usually runs as another user, and the file holds no secret."""
     records.write_atomic(path, prometheus(report), mode=0o644)
+
+
+# ------------------------------------------------------------------------------------- status
+
+STATUS_HEADERS = ["TIER", "NAME", "STATE", "HEALTH", "PID/CONTAINER", "PORTS", "UPTIME", "MEMORY",
+                  "MODEL/IMAGE", "ENGINE", "RESTARTS", "DETAIL"]
+DETAIL_WIDTH = 100  # the table's last column; --json has all of it
+NOT_FINE = ("down", "failed", "backoff", "exited", "restarting", "paused", "unknown")
+
+
+def status_text(status: Status, out: IO[str]) -> None:
+    """One table, one row per component; then, for each one that is down, its runbook."""
+    out.write(table([_status_cells(r) for r in status.rows], STATUS_HEADERS) + "\n")
+    for row in status.rows:
+        if row.runbook and (row.state in NOT_FINE or row.health == "unhealthy"):
+            out.write(f"{row.name}: see {row.runbook}\n")
+    for note in status.notes:
+        out.write(f"note: {note}\n")
+
+
+def _status_cells(r: Row) -> list[object]:
+    who = r.pid if r.pid is not None else (r.container[:12] if r.container else None)
+    model = r.model.rsplit("/", 1)[-1] if r.model and r.tier != "compose" else r.model
+    engine = r.engine.removeprefix("version: ") if r.engine else None
+    restarts = None
+    if r.supervised:
+        restarts = f"{r.restarts}" + (f" (last: {r.last_exit})" if r.last_exit else "")
+    detail = r.detail if len(r.detail) <= DETAIL_WIDTH else r.detail[:DETAIL_WIDTH - 1] + "…"
+    return [r.tier, r.name, r.state, r.health, who, ",".join(r.ports) or None,
+            duration(r.uptime) if r.uptime is not None else None, size(r.memory_bytes) if r.memory_bytes else None,
+            model, engine, restarts, detail or None]
+
+
+def status_json(status: Status, out: IO[str]) -> None:
+    to_json("status", {
+        "checked_at": datetime.fromtimestamp(status.checked_at, timezone.utc).isoformat(timespec="milliseconds"),
+        "seconds": round(status.seconds, 4),
+        "components": [r.as_dict() for r in status.rows],
+        "notes": status.notes,
+    }, out)

@@ -4,7 +4,8 @@ Every probe has its own timeout for connect and read, and the whole run one dead
 still out at the deadline makes its component UNKNOWN and the check returns anyway (its threads
 are daemons, so a hung socket never holds the process). Nothing here changes anything: no
 record is removed, no process signalled, no container touched. A lock keeps cron runs from
-piling up behind one that hangs.
+piling up behind one that hangs (check); `kitty-ops status` builds its table on the same
+observation without the lock (run), since an operator's look must never wait for cron's.
 """
 
 from __future__ import annotations
@@ -69,10 +70,13 @@ def check(settings: Settings, probe_timeout: float, deadline: float,
     return Report(Level.UNKNOWN, [], wall, time.monotonic() - started, probe_timeout, deadline, [note])
 
 
-def run(settings: Settings, probe_timeout: float, deadline: float) -> Report:
+def run(settings: Settings, probe_timeout: float, deadline: float, memory: bool = False) -> Report:
+    """Observe and judge every component at once, without the lock (`status` reads this way).
+    `memory`: each running container's memory as well (the docker engine is asked once more;
+    a process's RSS is always read)."""
     started, wall = time.monotonic(), time.time()
     seen_model: dict[str, StackModel] = {}  # the compose job leaves the model here for the graph
-    jobs = _jobs(settings, probe_timeout, started + deadline, seen_model)
+    jobs = _jobs(settings, probe_timeout, started + deadline, seen_model, memory)
     results: dict[str, list[Component]] = {}
     done = threading.Condition()
 
@@ -111,8 +115,8 @@ def _unknown(key: str, detail: str) -> Component:
                      runbook=Runbook.HEALTH_CHECK)
 
 
-def _jobs(settings: Settings, timeout: float, deadline: float,
-          seen_model: dict[str, StackModel]) -> dict[str, Callable[[], list[Component]]]:
+def _jobs(settings: Settings, timeout: float, deadline: float, seen_model: dict[str, StackModel],
+          memory: bool = False) -> dict[str, Callable[[], list[Component]]]:
     jobs: dict[str, Callable[[], list[Component]]] = {}
     names = [s.name for s in settings.servers]
     names += [n for n in records.recorded_names(settings.logs_dir) if n not in names]
@@ -126,7 +130,7 @@ def _jobs(settings: Settings, timeout: float, deadline: float,
             jobs[f"native:{service.name}"] = lambda service=service: _supervised(
                 _native(settings, service, timeout), views)
     if settings.compose_enabled:
-        jobs["compose:*"] = lambda: _supervised(_compose(settings, deadline, seen_model), views)
+        jobs["compose:*"] = lambda: _supervised(_compose(settings, deadline, seen_model, memory), views)
     return jobs
 
 
@@ -140,6 +144,8 @@ def _llama(settings: Settings, name: str, timeout: float) -> list[Component]:
     base = seen.record.url if seen.record else (spec.url if spec else None)  # where it really listens
     component = judge.from_process(seen, "llama", spec.alias if spec else name, bool(spec and spec.enabled),
                                     base + "/health" if base else None, Runbook.SERVER_CRASH)
+    if component and spec and not component.pid:  # not running: where it would listen, what it would load
+        component.ports, component.model = judge.address(spec.url), str(spec.model)
     if component and component.status == "healthy" and base:
         judge.with_requests(component, drain.in_flight(base, timeout, spec.auth if spec else None))
     return [component] if component else []
@@ -149,10 +155,13 @@ def _native(settings: Settings, service, timeout: float) -> list[Component]:
     seen = observe(settings.logs_dir, service.name, records.SERVICE, service.health_url, timeout)
     component = judge.from_process(seen, "native", service.name, settings.images.enabled,
                                     service.health_url, Runbook.NATIVE_SERVICE)
+    if component and not component.ports:
+        component.ports = judge.address(service.health_url)
     return [component] if component else []
 
 
-def _compose(settings: Settings, deadline: float, seen_model: dict[str, StackModel]) -> list[Component]:
+def _compose(settings: Settings, deadline: float, seen_model: dict[str, StackModel],
+             memory: bool = False) -> list[Component]:
     """The project's services as compose resolves them (what should run) and its containers as
     the engine reports them (what does), asked at once."""
     compose = Compose(settings.compose)
@@ -162,14 +171,14 @@ def _compose(settings: Settings, deadline: float, seen_model: dict[str, StackMod
     def load_model() -> None:
         try:
             model_box["model"] = outline.cached_model(
-                settings.logs_dir / "compose-outline.json", settings.compose, lambda: compose.model(timeout=remaining))
+                outline.path(settings.logs_dir), settings.compose, lambda: compose.model(timeout=remaining))
         except ComposeError as exc:
             model_box["model"] = exc
 
     loader = threading.Thread(target=load_model, daemon=True)
     loader.start()
     try:
-        states = compose.project_states(remaining)
+        states = compose.project_states(remaining, memory=memory)
         engine_problem = None
     except ComposeError as exc:
         states, engine_problem = {}, exc.problem

@@ -42,7 +42,8 @@ def test_a_server_with_an_api_key_refuses_strangers_and_serves_kitty_ops(project
     chat = project.run("chat", "--max-tokens", "4", "Say hi.", timeout=120)
     assert chat.returncode == 0, chat.stderr
     status = project.run("status", "--json")
-    assert json.loads(status.stdout)["servers"][0]["requests_in_flight"] == 0  # /slots read with the key
+    q4 = next(c for c in json.loads(status.stdout)["components"] if (c["tier"], c["name"]) == ("llama", "q4"))
+    assert q4["requests_in_flight"] == 0  # /slots read with the key
 
     record = project.record("q4")
     pid = record["pid"]

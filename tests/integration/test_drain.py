@@ -31,7 +31,8 @@ def test_a_stop_waits_for_the_answer_in_flight_which_arrives_whole(project):
 
     # status and health show the request in flight while it is written
     _, status = project.json("status")
-    assert status["servers"][0]["requests_in_flight"] == 1, status
+    q4 = next(c for c in status["components"] if (c["tier"], c["name"]) == ("llama", "q4"))
+    assert q4["requests_in_flight"] == 1, status
     _, health = project.json("health")
     assert health["components"][0]["requests_in_flight"] == 1, health
 

@@ -48,12 +48,13 @@ def test_two_real_servers_start_serve_and_stop_cleanly(project):
     assert chat.stdout.strip() != ""
 
     code, status_doc = project.json("status")
-    assert code == 0 and status_doc["schema"] == "kitty-ops/status/v1"
-    by_name = {s["name"]: s for s in status_doc["servers"]}
+    assert code == 0 and status_doc["schema"] == "kitty-ops/status/v2"
+    by_name = {c["name"]: c for c in status_doc["components"] if c["tier"] == "llama"}
     for name in ("q4", "summary"):
-        assert by_name[name]["state"] == "healthy"
+        assert (by_name[name]["state"], by_name[name]["health"]) == ("running", "healthy")
         assert by_name[name]["pid"] == pids[name]
-        assert by_name[name]["rss_bytes"] > 10 * 2**20  # a loaded model, not an empty process
+        assert by_name[name]["memory_bytes"] > 10 * 2**20  # a loaded model, not an empty process
+        assert by_name[name]["engine"] == project.record(name)["engine_version"]
 
     code, stopped = project.json("stop", timeout=120)
     assert code == 0, stopped
