@@ -26,7 +26,7 @@ import time
 from typing import Iterable, Mapping
 
 from kitty_ops.config import ComposeSettings
-from kitty_ops.containers import images
+from kitty_ops.containers import engine as engines, images
 from kitty_ops.outcomes import Progress
 from kitty_ops.problems import Problem, error, warning
 from kitty_ops.runbooks import Runbook
@@ -208,16 +208,22 @@ class Compose:
         self.settings = settings
         self.all_profiles = all_profiles  # stop/down must see every service, whatever is enabled
         self.ids: dict[str, str] = {}  # service -> container id, as compose last reported it
+        # The engine's own API where it can be reached directly; None: the docker CLI does it all.
+        self.engine = engines.connect(self.environment())
 
     @property
     def project(self) -> str:
         return self.settings.project
 
+    @property
+    def profiles(self) -> tuple[str, ...]:
+        return ("*",) if self.all_profiles else tuple(self.settings.profiles)
+
     def argv(self, *args: str) -> list[str]:
         argv = ["docker", "compose", "-p", self.project, "--env-file", str(self.settings.env_file)]
         for path in self.settings.files:
             argv += ["-f", str(path)]
-        for profile in (("*",) if self.all_profiles else self.settings.profiles):
+        for profile in self.profiles:
             argv += ["--profile", profile]
         return argv + list(args)
 
@@ -244,9 +250,11 @@ class Compose:
 
     # --- preflight and model
 
-    def preflight(self) -> tuple[list[Problem], StackModel | None]:
+    def preflight(self, known: StackModel | None = None) -> tuple[list[Problem], StackModel | None]:
         """docker CLI, daemon, compose v2, compose file; the model when all is well. The three
-        commands run at once (each is ~0.1 s of CLI start-up); the first failure is reported."""
+        commands run at once (each is ~0.1 s of CLI start-up); the first failure is reported.
+        `known`: the model's outline, still current (kitty_ops.containers.outline); then only
+        the daemon is asked, and `known` is returned."""
         if shutil.which("docker") is None:
             return [error("docker", "the docker CLI is not on PATH",
                           "install Docker (Docker Desktop on macOS, docker.io or docker-ce on Linux), "
@@ -255,8 +263,8 @@ class Compose:
         if missing:
             return missing, None
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-            daemon = pool.submit(self.run, ["docker", "version", "--format", "{{.Server.Version}}"], QUICK)
-            model = pool.submit(self._model_or_problem)
+            daemon = pool.submit(self.engine_version)
+            model = pool.submit(lambda: known) if known is not None else pool.submit(self._model_or_problem)
         if daemon.result().code != 0:
             return [error("docker daemon", f"the Docker daemon is not reachable: {_last_line(daemon.result().err)}",
                           f"{ENGINE_HINT}, then run start-all again", Runbook.DOCKER)], None
@@ -271,6 +279,15 @@ class Compose:
                           "install the compose v2 plugin (docker-compose-plugin); the Python "
                           "docker-compose v1 is not supported", Runbook.DOCKER)], None
         return [resolved], None
+
+    def engine_version(self, timeout: float = QUICK) -> Completed:
+        """The engine's version, as `docker version --format {{.Server.Version}}` prints it."""
+        if self.engine is None:
+            return self.run(["docker", "version", "--format", "{{.Server.Version}}"], timeout)
+        try:
+            return Completed(0, self.engine.version(timeout) + "\n", "")
+        except engines.EngineError as exc:
+            return Completed(1, "", str(exc))
 
     def _missing_files(self) -> list[Problem]:
         missing = [str(p) for p in self.settings.files if not p.is_file()]
@@ -333,13 +350,21 @@ class Compose:
     def missing_images(self, model: StackModel, services: Iterable[str]) -> dict[str, list[str]]:
         """image -> the services among `services` that run it, for each image `docker image
         inspect` does not find here. Services whose compose pull_policy is never or build are
-        left to compose. One inspect of them all; only when one is missing, one per image."""
+        left to compose. From the engine, one request per image; from the CLI, one inspect of them
+        all, and only when one is missing, one per image."""
         wanted: dict[str, list[str]] = {}
         for name in services:
             service = model.services.get(name)
             if service is not None and service.image and service.pull_policy not in ("never", "build"):
                 wanted.setdefault(service.image, []).append(name)
-        if not wanted or self.run(["docker", "image", "inspect", "--format", "{{.Id}}", *wanted], QUICK).code == 0:
+        if not wanted:
+            return {}
+        if self.engine is not None:
+            try:
+                return {image: names for image, names in wanted.items() if not self.engine.has_image(image, QUICK)}
+            except engines.EngineError:
+                pass  # the CLI says the same, with its own words
+        if self.run(["docker", "image", "inspect", "--format", "{{.Id}}", *wanted], QUICK).code == 0:
             return {}
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(wanted))) as pool:
             found = dict(zip(wanted, pool.map(
@@ -407,13 +432,39 @@ class Compose:
         machine that saves most of a second per service); otherwise `compose up` it, --no-deps
         since kitty-ops's own graph has already waited for the dependencies."""
         if service in self.ids:
-            started = self.run(["docker", "start", self.ids[service]], timeout)
+            started = self._by_engine(lambda e: e.start(self.ids[service], timeout)) or \
+                self.run(["docker", "start", self.ids[service]], timeout)
             if started.code == 0:
                 return started
         return self.compose("up", "--detach", "--no-deps", "--no-build", "--no-recreate", service,
                             timeout=timeout)
 
+    def _by_engine(self, call) -> Completed | None:
+        """`call(engine)` as a Completed; None when there is no engine client (use the CLI)."""
+        if self.engine is None:
+            return None
+        try:
+            call(self.engine)
+        except engines.EngineError as exc:
+            return Completed(1, "", str(exc))
+        return Completed(0, "", "")
+
+    def _engine_containers(self, timeout: float) -> list[dict]:
+        """The project's containers (one-off `run` containers left out), from the engine."""
+        assert self.engine is not None
+        try:
+            found = self.engine.project_containers(self.project, timeout)
+        except engines.EngineError as exc:
+            raise ComposeError(error("docker daemon", f"the Docker engine does not answer: {exc}",
+                                     ENGINE_HINT, Runbook.DOCKER)) from None
+        return [c for c in found if (c.get("Labels") or {}).get("com.docker.compose.oneoff") != "True"]
+
     def container_ids(self) -> dict[str, str]:
+        if self.engine is not None:
+            self.ids = {str((c.get("Labels") or {}).get(SERVICE_LABEL, "")): str(c.get("Id", ""))[:12]
+                        for c in sorted(self._engine_containers(QUICK), key=lambda c: c.get("Created", 0))}
+            self.ids.pop("", None)
+            return dict(self.ids)
         result = self.compose("ps", "--all", "--format", "json")
         if result.code != 0:
             raise ComposeError(error("docker compose ps", _last_line(result.err),
@@ -425,6 +476,12 @@ class Compose:
         ids = list(ids)
         if not ids:
             return {}
+        if self.engine is not None:
+            try:
+                found = [self.engine.inspect(i, QUICK) for i in ids]
+            except engines.EngineError:
+                return {}
+            return parse_inspect([f for f in found if f is not None], self.project)
         result = self.run(["docker", "inspect", *ids], QUICK)
         # A container removed meanwhile makes inspect exit 1 but still print the others.
         try:
@@ -440,6 +497,8 @@ class Compose:
         quick `docker` calls, without loading the compose project (the health check's path).
         With `memory`, each running container's memory_bytes too, where the engine says.
         Raises ComposeError when the engine cannot be asked."""
+        if self.engine is not None:
+            return self._engine_states(timeout, memory)
         listed = self.run(["docker", "ps", "--all", "--quiet", "--no-trunc", "--filter",
                            f"label={PROJECT_LABEL}={self.project}"], timeout)
         if listed.code != 0:
@@ -453,6 +512,34 @@ class Compose:
             return parse_inspect(json.loads(result.out or "[]"), self.project)
         except ValueError:
             raise ComposeError(error("docker inspect", _last_line(result.err), ENGINE_HINT, Runbook.DOCKER)) from None
+
+    def _engine_states(self, timeout: float, memory: bool) -> dict[str, ContainerState]:
+        assert self.engine is not None
+        deadline = time.monotonic() + timeout
+        ids = [str(c.get("Id", "")) for c in self._engine_containers(timeout)]
+
+        def one(container_id: str) -> dict | None:
+            left = max(0.05, deadline - time.monotonic())
+            found = self.engine.inspect(container_id, left)
+            if found is not None and memory and (found.get("State") or {}).get("Running"):
+                found["kitty_memory_bytes"] = self.engine.memory_bytes(container_id, left)
+            return found
+
+        try:
+            if len(ids) <= 1:
+                found = [one(i) for i in ids]
+            else:  # stats take the engine a few ms each: asked at once
+                with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(ids))) as pool:
+                    found = list(pool.map(one, ids))
+        except engines.EngineError as exc:
+            raise ComposeError(error("docker inspect", str(exc), ENGINE_HINT, Runbook.DOCKER)) from None
+        items = [f for f in found if f is not None]
+        states = parse_inspect(items, self.project)
+        for item in items:
+            service = ((item.get("Config") or {}).get("Labels") or {}).get(SERVICE_LABEL, "")
+            if service in states and item.get("kitty_memory_bytes") is not None:
+                states[service] = dataclasses.replace(states[service], memory_bytes=item["kitty_memory_bytes"])
+        return states
 
     def events(self) -> subprocess.Popen | None:
         """A stream of the project's container events (start, die, health_status), one JSON
@@ -478,12 +565,51 @@ class Compose:
     def remove(self, services: list[str]) -> Completed:
         """Stop and remove these services' containers (volumes are kept)."""
         timeout = self.settings.stop_timeout
+        if self.engine is not None:
+            return self._remove_by_engine(services, timeout + QUICK)
         return self.compose("rm", "--stop", "--force", *services, timeout=timeout + QUICK)
+
+    def _remove_by_engine(self, services: list[str] | None, timeout: float) -> Completed:
+        """Stop (the container's own stop signal; SIGKILL after KITTY_COMPOSE_STOP_TIMEOUT) and
+        remove the project's containers of `services` (None: every one, orphans included), all
+        at once: the caller orders the services."""
+        try:
+            found = self._engine_containers(QUICK)
+        except ComposeError as exc:
+            return Completed(1, "", exc.problem.message)
+        ids = [str(c.get("Id", "")) for c in found
+               if services is None or (c.get("Labels") or {}).get(SERVICE_LABEL) in services]
+
+        def stop_and_remove(container_id: str) -> None:
+            self.engine.stop(container_id, self.settings.stop_timeout, timeout)
+            self.engine.remove(container_id, QUICK)
+
+        errors = []
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(8, len(ids)))) as pool:
+            for future in [pool.submit(stop_and_remove, i) for i in ids]:
+                try:
+                    future.result()
+                except engines.EngineError as exc:
+                    errors.append(str(exc))
+        for service, container_id in list(self.ids.items()):
+            if any(i.startswith(container_id) for i in ids):
+                del self.ids[service]
+        return Completed(1 if errors else 0, "", "\n".join(errors))
 
     def down(self) -> Completed:
         """Containers and network of the project removed; named volumes (the data) kept."""
         timeout = self.settings.stop_timeout
-        return self.compose("down", "--remove-orphans", "--timeout", str(timeout), timeout=timeout + 60)
+        if self.engine is None:
+            return self.compose("down", "--remove-orphans", "--timeout", str(timeout), timeout=timeout + 60)
+        removed = self._remove_by_engine(None, timeout + 60)
+        if removed.code != 0:
+            return removed
+        try:
+            for network in self.engine.project_networks(self.project, QUICK):
+                self.engine.remove_network(str(network.get("Id", "")), QUICK)
+        except engines.EngineError as exc:
+            return Completed(1, "", str(exc))
+        return Completed(0, "", "")
 
     def exec(self, service: str, argv: list[str], timeout: float = QUICK) -> Completed:
         if service in self.ids:  # by id: no second load of the project (see up())

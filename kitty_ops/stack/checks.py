@@ -39,12 +39,13 @@ class Check:
         return data
 
 
-def service_check(service: str, compose: Compose, model: StackModel) -> Callable[[], Check] | None:
+def service_check(service: str, compose: Compose, model: Callable[[], StackModel]) -> Callable[[], Check] | None:
     """The check of one data service, run as soon as that service is healthy (while the rest
-    of the stack is still starting), or None when the service has none."""
-    checks = {"postgres": lambda: _postgres(compose, model), "redis": lambda: _redis(compose),
-              "mosquitto": lambda: _mqtt(model), "rabbitmq": lambda: _amqp(model),
-              "brain": lambda: _brain(model)}
+    of the stack is still starting), or None when the service has none. `model` gives the full
+    model when the check runs (it may still be resolving when the service turns healthy)."""
+    checks = {"postgres": lambda: _postgres(compose, model()), "redis": lambda: _redis(compose),
+              "mosquitto": lambda: _mqtt(model()), "rabbitmq": lambda: _amqp(model()),
+              "brain": lambda: _brain(model())}
     return checks.get(service)
 
 

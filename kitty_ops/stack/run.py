@@ -25,6 +25,7 @@ import time
 from typing import Callable
 
 from kitty_ops.config import NativeService, Settings
+from kitty_ops.containers import outline
 from kitty_ops.containers.compose import SERVICE_LABEL, Compose, ComposeError, ContainerState, StackModel
 from kitty_ops.exitcodes import Exit
 from kitty_ops.host import desired, lock
@@ -76,11 +77,17 @@ def start(settings: Settings, config_problems: list[Problem], selection: Selecti
             return Result("start", Exit.CONFIG, [], validate.check(settings, config_problems).problems)
         compose = Compose(settings.compose) if settings.compose_enabled else None
         model = None
+        full_model: Callable[[], StackModel | None] = lambda: model
         if compose is not None:
-            problems, model = compose.preflight()
+            known = outline.stored(outline.path(settings.logs_dir), settings.compose)
+            problems, model = compose.preflight(known)
             if problems:
                 code = Exit.CONFIG if problems[0].runbook is Runbook.COMPOSE_FILE else Exit.UNAVAILABLE
                 return Result("start", code, [], problems)
+            if known is None:
+                outline.store(outline.path(settings.logs_dir), settings.compose, model)
+            else:
+                full_model = _in_background(compose.model, known)
         try:
             full, notes = graphs.build([s.name for s in settings.enabled_servers], _natives(settings), model)
         except graphs.CycleError as exc:
@@ -101,7 +108,7 @@ def start(settings: Settings, config_problems: list[Problem], selection: Selecti
             if pulls:
                 return Result("start", Exit.UNAVAILABLE, [], pulls)
         progress.event("plan", " -> ".join("[" + " ".join(level) + "]" for level in plan.levels()))
-        run = _StartRun(settings, report, plan, compose, model, progress, cancel or threading.Event())
+        run = _StartRun(settings, report, plan, compose, model, full_model, progress, cancel or threading.Event())
         result = run.execute()
         # The operator's intent (kitty_ops.host.desired): what runs now is wanted up.
         desired.mark(settings.logs_dir, [f"{o.component}:{o.name}" for o in result.outcomes if o.ok],
@@ -109,12 +116,28 @@ def start(settings: Settings, config_problems: list[Problem], selection: Selecti
         result.notes = notes + result.notes
         result.problems = [p for p in report.problems if not p.is_error] + result.problems
         if result.exit == Exit.OK:
-            result.checks = run.early_checks() + checks.run(checks.final_checks(settings, plan, model))
+            result.checks = run.early_checks() + checks.run(checks.final_checks(settings, plan, full_model()))
             checks.report(result.checks, progress)
             if any(not c.ok for c in result.checks):
                 result.exit = Exit.FAILED
                 result.notes.append("the stack is running but a check failed; it was left up to diagnose")
         return result
+
+
+def _in_background(resolve: Callable[[], StackModel], outline_model: StackModel) -> Callable[[], StackModel]:
+    """The full model (with the resolved environment the checks need), resolved while the start
+    goes on from its outline; the outline itself if resolving fails now (the checks then say
+    what they could not check)."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="compose-config")
+    future = pool.submit(resolve)
+    pool.shutdown(wait=False)
+
+    def full() -> StackModel:
+        try:
+            return future.result()
+        except ComposeError:
+            return outline_model
+    return full
 
 
 def _cycle_problem(exc: graphs.CycleError) -> Problem:
@@ -126,13 +149,14 @@ class _StartRun:
     """One start: a thread per node, a shared condition for 'something became ready or failed'."""
 
     def __init__(self, settings: Settings, report: validate.Report, plan: Graph,
-                 compose: Compose | None, model: StackModel | None, progress: Progress,
-                 cancel: threading.Event):
+                 compose: Compose | None, model: StackModel | None,
+                 full_model: Callable[[], StackModel | None], progress: Progress, cancel: threading.Event):
         self.settings = settings
         self.report = report
         self.plan = plan
         self.compose = compose
-        self.model = model
+        self.model = model  # the outline: services, dependencies, healthchecks, ports
+        self.full_model = full_model  # with the resolved environment, for the checks
         self.progress = progress
         self.cancel = cancel
         self.changed = threading.Condition()
@@ -164,7 +188,7 @@ class _StartRun:
     def finish(self, node_id: str, outcome: Outcome) -> None:
         node = self.plan.nodes[node_id]
         if outcome.ok and node.tier is Tier.COMPOSE:
-            check = checks.service_check(node.name, self.compose, self.model)
+            check = checks.service_check(node.name, self.compose, self.full_model)
             if check is not None:
                 self.checks.append(self.check_pool.submit(checks.timed, check))
         with self.changed:
@@ -517,8 +541,12 @@ def stop(settings: Settings, selection: Selection = Selection(), progress: Progr
         problems: list[Problem] = []
         model, present = None, {}
         if compose is not None:
-            problems, model = compose.preflight()
+            where = outline.path(settings.logs_dir, all_profiles=True)
+            known = outline.stored(where, settings.compose, compose.profiles)
+            problems, model = compose.preflight(known)
             if not problems:
+                if known is None:
+                    outline.store(where, settings.compose, model, compose.profiles)
                 present = compose.states()
         natives = [s for s in settings.images.services
                    if settings.images.enabled or native.running(settings, s) is not None]

@@ -77,8 +77,10 @@ def compose(tmp_path: Path) -> Compose:
     env = tmp_path / ".env"
     env.write_text("")
     files = (tmp_path / "docker-compose.yml",)
-    return Compose(ComposeSettings(enabled=True, files=files, project="kt", profiles=(), env_file=env,
-                                   health_timeout=60, stop_timeout=5))
+    found = Compose(ComposeSettings(enabled=True, files=files, project="kt", profiles=(), env_file=env,
+                                    health_timeout=60, stop_timeout=5))
+    found.engine = None  # the CLI path, so the fake docker answers (the engine's: test_engine_paths.py)
+    return found
 
 
 def model(**images: str) -> StackModel:
