@@ -2,12 +2,17 @@
 
 Each command reads configuration, calls into the package and hands the result to a renderer;
 exit codes come from kitty_ops.exitcodes only.
+
+The package's modules are loaded when a command first uses them (_lazy), not when the CLI
+starts: `status` and `health` run every few seconds from scripts and cron, and importing every
+command's modules would cost them more than their own work does.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import re
 import signal
@@ -17,13 +22,29 @@ from pathlib import Path
 
 import click
 
-from kitty_ops import __version__, config, formats, render
-from kitty_ops.containers.compose import Compose, ComposeError
+from kitty_ops import __version__, formats
 from kitty_ops.exitcodes import DESCRIPTIONS, HEALTH_DESCRIPTIONS, Exit, Health
-from kitty_ops.host import lock, probes, records
-from kitty_ops.llama import drain, gguf, validate
 from kitty_ops.runbooks import Runbook
-from kitty_ops.stack import run as stack
+
+
+def _lazy(name: str):
+    """Module `name`, loaded on the first use of one of its attributes (importlib's LazyLoader)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+config = _lazy("kitty_ops.config")
+render = _lazy("kitty_ops.render")
+compose = _lazy("kitty_ops.containers.compose")
+lock, probes, records = (_lazy(f"kitty_ops.host.{name}") for name in ("lock", "probes", "records"))
+drain, gguf, validate = (_lazy(f"kitty_ops.llama.{name}") for name in ("drain", "gguf", "validate"))
+stack = _lazy("kitty_ops.stack.run")
 
 ENV_FILE_HELP = "Configuration file (default: .env in the project directory)."
 
@@ -68,7 +89,7 @@ def validate_cmd(env_file: Path | None, as_json: bool) -> None:
     settings, problems = config.load_settings(env_file)
     report = validate.check(settings, problems)
     if settings.compose_enabled:  # the images compose resolves (no daemon needed)
-        report.problems += Compose(settings.compose).image_problems()
+        report.problems += compose.Compose(settings.compose).image_problems()
     (render.validate_json if as_json else render.validate_text)(report, sys.stdout)
     sys.exit(Exit.OK if report.ok else Exit.CONFIG)
 
@@ -105,7 +126,7 @@ def _run_locked(operation, as_json: bool, progress: render.LineProgress | None =
     except lock.LockBusy as exc:
         message, code = (f"{exc}. Wait for it to finish; if no kitty-ops is running, see "
                          f"{Runbook.LOCK_HELD.path}"), Exit.BUSY
-    except ComposeError as exc:
+    except compose.ComposeError as exc:
         message, code = f"{exc.problem.message}; see {exc.problem.runbook.path}", Exit.FAILED
     except KeyboardInterrupt:
         message, code = "interrupted: what this run started was stopped again", Exit.INTERRUPTED
