@@ -116,11 +116,34 @@ def started(project: Project) -> bool:
     return done.returncode == 0
 
 
-def timed_run(project: Project, *args: str, timeout: float = 120) -> tuple[float, subprocess.CompletedProcess]:
-    """Wall-clock seconds of one CLI invocation (interpreter start included)."""
+def timed_run(project: Project, *args: str, timeout: float = 120,
+              extra_env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess]:
+    """Wall-clock seconds of one CLI invocation (interpreter start included); `extra_env` from
+    kitty_ops_at() runs another revision of kitty-ops."""
     started = time.perf_counter()
-    done = project.run(*args, timeout=timeout)
+    done = subprocess.run(project.argv(*args), cwd=project.root, env={**project.env(), **(extra_env or {})},
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     return time.perf_counter() - started, done
+
+
+@contextlib.contextmanager
+def kitty_ops_at(revision: str | None) -> Iterator[dict[str, str]]:
+    """The environment that runs kitty-ops as it was at git `revision` (a temporary worktree,
+    its bytecode compiled, first on PYTHONPATH; the CLI runs in the project's directory, so this
+    tree's editable install comes after it): the "before" of a before/after figure in one run.
+    {} for None: this tree."""
+    if revision is None:
+        yield {}
+        return
+    with tempfile.TemporaryDirectory(prefix="kitty-bench-before-") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), revision],
+                       check=True, capture_output=True)
+        try:
+            subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "kitty_ops")], capture_output=True)
+            yield {"PYTHONPATH": str(tree)}
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], capture_output=True)
 
 
 # ------------------------------------------------------------------------- directly spawned fakes

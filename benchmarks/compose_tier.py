@@ -13,6 +13,9 @@ background noise and engine caches hit both alike:
                     volumes kept)
   compose down      `docker compose ... down` (the same)
 
+With --before REV, kitty-ops as it was at git revision REV runs as a third variant in the same
+rounds (a temporary worktree): the before/after of a change, measured together.
+
 Targets: start <= 1.0 x compose up, stop <= 1.0 x compose down (medians). Timing never fails the
 run (exit 0); it exits 1 only when a start or stop did not do its job.
 """
@@ -58,13 +61,14 @@ class Tier:
         found = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
         return sorted(c["Service"] for c in found if c.get("State") == "running")
 
-    def timed(self, what: str, argv_or_args: tuple[str, ...], expect_running: list[str]) -> float:
-        started = time.perf_counter()
-        if what == "kitty-ops":
-            done = self.project.run(*argv_or_args, timeout=300)
-        else:
+    def timed(self, what: str, argv_or_args: tuple[str, ...], expect_running: list[str],
+              extra_env: dict[str, str] | None = None) -> float:
+        if what == "compose":
+            started = time.perf_counter()
             done = self.compose(*argv_or_args)
-        seconds = time.perf_counter() - started
+            seconds = time.perf_counter() - started
+        else:
+            seconds, done = common.timed_run(self.project, *argv_or_args, timeout=300, extra_env=extra_env)
         if done.returncode != 0:
             raise RuntimeError(f"{what} {' '.join(argv_or_args)} exited {done.returncode}: {done.stderr[-2000:]}")
         if self.running() != expect_running:
@@ -76,6 +80,7 @@ class Tier:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5, help="rounds of each variant (default 5)")
+    parser.add_argument("--before", metavar="REV", help="also run kitty-ops as of this git revision")
     args = parser.parse_args(argv)
 
     common.header("compose_tier: the container tier, kitty-ops against docker compose alone")
@@ -84,31 +89,42 @@ def main(argv: list[str] | None = None) -> int:
         print("no Docker engine: cannot run", file=sys.stderr)
         return 1
     began = time.monotonic()
-    results: dict[str, list[float]] = {"start": [], "up": [], "stop": [], "down": []}
-    with common.temp_stack("tier", image) as project:
+    results: dict[str, list[float]] = {"start": [], "up": [], "stop": [], "down": [], "start_before": [],
+                                       "stop_before": []}
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(common.REPO / "kitty_ops")], capture_output=True)
+    kitty_start, kitty_stop = ("start", "--skip", "llama"), ("stop", "--skip", "llama")
+    with common.temp_stack("tier", image) as project, common.kitty_ops_at(args.before) as before_env:
         tier = Tier(project)
         tier.compose("pull", "--quiet", "--ignore-buildable")  # no pull inside any clock
-        tier.fresh()  # warm-up round, not counted: page cache, .pyc files, the engine's caches
-        tier.timed("kitty-ops", ("start", "--skip", "llama"), SERVICES)
-        tier.timed("kitty-ops", ("stop", "--skip", "llama"), [])
+        variants = [("kitty-ops", kitty_start, kitty_stop, "start", "stop", None),
+                    ("compose", ("up", "-d", "--wait"), ("down",), "up", "down", None)]
+        if args.before:
+            variants.append(("kitty-ops", kitty_start, kitty_stop, "start_before", "stop_before", before_env))
+        for what, up, down, _, _, env in variants:  # warm-up, not counted: page cache, the engine's caches
+            tier.fresh()
+            tier.timed(what, up, SERVICES, env)
+            tier.timed(what, down, [], env)
         for round_ in range(args.runs):
-            pairs = [("kitty-ops", ("start", "--skip", "llama"), ("stop", "--skip", "llama"), "start", "stop"),
-                     ("compose", ("up", "-d", "--wait"), ("down",), "up", "down")]
-            for what, up, down, up_key, down_key in (pairs if round_ % 2 == 0 else pairs[::-1]):
+            for what, up, down, up_key, down_key, env in (variants if round_ % 2 == 0 else variants[::-1]):
                 tier.fresh()
-                results[up_key].append(tier.timed(what, up, SERVICES))
-                results[down_key].append(tier.timed(what, down, []))
+                results[up_key].append(tier.timed(what, up, SERVICES, env))
+                results[down_key].append(tier.timed(what, down, [], env))
 
     labels = {"start": "kitty-ops start --skip llama", "up": "docker compose up -d --wait",
               "stop": "kitty-ops stop --skip llama", "down": "docker compose down"}
+    if args.before:
+        labels.update({"start_before": f"  the same, as of {args.before}", "stop_before": f"  stop, as of {args.before}"})
     for key, label in labels.items():
         print(f"{label:<34}{common.summary_s(results[key])}")
-    med = {key: common.percentile(values, 50) for key, values in results.items()}
+    med = {key: common.percentile(values, 50) for key, values in results.items() if values}
     print("-" * 78)
     for ours, peer in (("start", "up"), ("stop", "down")):
         ratio = med[ours] / med[peer]
         print(f"{ours}: {med[ours]:.2f} s against {med[peer]:.2f} s -> ratio {ratio:.2f} "
               f"(target <= {TARGET:.1f}): {common.verdict(ratio, TARGET)}")
+        if args.before:
+            print(f"  as of {args.before}: {med[ours + '_before']:.2f} s -> ratio "
+                  f"{med[ours + '_before'] / med[peer]:.2f}")
     print(f"elapsed {time.monotonic() - began:.1f} s")
     return 0
 

@@ -15,13 +15,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ("readiness_latency.py", "stop_time.py", "status_time.py", "stack_start.py", "health_check.py",
-           "backup_postgres.py", "emergency_stop.py", "drain_stop.py", "supervise.py")
+           "compose_tier.py", "backup_postgres.py", "emergency_stop.py", "drain_stop.py", "supervise.py")
 QUICK = {
     "readiness_latency.py": ["--runs", "8", "--cli-runs", "2", "--baseline-runs", "2"],
     "stop_time.py": ["--runs", "1"],
     "status_time.py": ["--runs", "5"],
     "stack_start.py": ["--runs", "1"],
     "health_check.py": ["--runs", "2"],
+    "compose_tier.py": ["--runs", "1"],
     "backup_postgres.py": ["--runs", "1", "--size-mb", "100"],
     "emergency_stop.py": ["--runs", "1"],
     "drain_stop.py": ["--runs", "1"],

@@ -18,6 +18,9 @@ round by round so background noise hits every variant alike, each is timed as a 
   2 x curl (baseline)   `curl -s .../health` for each server, one after another; without curl,
                         one fresh interpreter doing two sequential http.client requests
 
+With --before REV, status and health as of git revision REV run as two more variants in the
+same rounds (a temporary worktree): the before/after of a change, measured together.
+
 Target (issue 17): median <= 100 ms for status and for health. Timing never fails the run
 (exit 0); PASS/MISS is information. Bytecode is compiled first (as `make setup` does), so no
 variant pays for compiling kitty-ops's sources.
@@ -50,6 +53,7 @@ def timed(argv: list[str], **kwargs) -> tuple[float, subprocess.CompletedProcess
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20, help="rounds of every variant (default 20)")
+    parser.add_argument("--before", metavar="REV", help="also run status and health as of this git revision")
     args = parser.parse_args(argv)
 
     common.header(f"status_time: `kitty-ops status` and `kitty-ops health` with {len(SERVERS)} servers up")
@@ -57,12 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     py = sys.executable
     subprocess.run([py, "-m", "compileall", "-q", str(common.REPO / "kitty_ops")], capture_output=True)
     curl = shutil.which("curl")
-    keys = ("status", "health", "floor", "dependencies", "import", "baseline")
+    keys = ("status", "health", "floor", "dependencies", "import", "baseline") + \
+        (("status_before", "health_before") if args.before else ())
     results: dict[str, list[float]] = {key: [] for key in keys}
     looks: list[float] = []  # status's own "seconds": the observation, in process
     baseline_name = f"{len(SERVERS)} x curl -s /health (sequential)" if curl else \
         f"{len(SERVERS)} x http.client, fresh interpreter"
-    with common.temp_project("status") as project:
+    with common.temp_project("status") as project, common.kitty_ops_at(args.before) as before_env:
         ports = project.fake_env({name: "--fake-load-seconds 0.1" for name in SERVERS})
         started = project.run("start", timeout=60)
         if started.returncode != 0:
@@ -74,6 +79,16 @@ def main(argv: list[str] | None = None) -> int:
                   "    c.request('GET', '/health'); c.getresponse().read(); c.close()\n")
 
         def variant(key: str) -> float:
+            if key == "status_before":  # the JSON of older revisions differs: only the exit code is checked
+                seconds, done = common.timed_run(project, "status", "--json", timeout=60, extra_env=before_env)
+                if done.returncode != 0:
+                    raise RuntimeError(f"status as of {args.before} exited {done.returncode}: {done.stderr}")
+                return seconds
+            if key == "health_before":
+                seconds, done = common.timed_run(project, "health", timeout=60, extra_env=before_env)
+                if done.returncode != 0:
+                    raise RuntimeError(f"health as of {args.before} exited {done.returncode}: {done.stdout}")
+                return seconds
             if key == "status":
                 seconds, done = common.timed_run(project, "status", "--json", timeout=60)
                 if done.returncode != 0:
@@ -113,17 +128,23 @@ def main(argv: list[str] | None = None) -> int:
 
     labels = {"status": "kitty-ops status --json", "health": "kitty-ops health",
               "floor": "floor: python -c pass", "dependencies": "dependency floor (click psutil dotenv http)",
-              "import": "python -c 'import kitty_ops.cli'", "baseline": baseline_name}
+              "import": "python -c 'import kitty_ops.cli'", "baseline": baseline_name,
+              "status_before": f"status --json as of {args.before}", "health_before": f"health as of {args.before}"}
     for key, label in labels.items():
+        if not results.get(key):
+            continue
         print(f"{label:<44}{common.summary_ms(results[key])}")
         if key == "status":
             print(f"{'  of which the look itself':<44}{common.summary_ms(looks)}")
-    med = {key: common.percentile(values, 50) for key, values in results.items()}
+    med = {key: common.percentile(values, 50) for key, values in results.items() if values}
     print("-" * 78)
     for key in ("status", "health"):
         print(f"{key}: median {med[key] * 1000:.1f} ms, target <= {TARGET * 1000:.0f} ms: "
               f"{common.verdict(med[key], TARGET)}; above the dependency floor "
               f"{(med[key] - med['dependencies']) * 1000:.1f} ms (kitty-ops's own imports and work)")
+        if args.before:
+            print(f"  as of {args.before}: median {med[key + '_before'] * 1000:.1f} ms; above the dependency "
+                  f"floor {(med[key + '_before'] - med['dependencies']) * 1000:.1f} ms")
     print(f"the dependency floor alone: {med['dependencies'] * 1000:.1f} ms "
           f"({(med['dependencies'] - med['floor']) * 1000:.1f} ms above python -c pass)")
     print(f"ratio of status to the baseline ({baseline_name}): {med['status'] / med['baseline']:.2f}x "
