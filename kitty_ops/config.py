@@ -89,6 +89,9 @@ class ServerSpec:
     bind_explicit: bool = False  # the operator chose the bind address (else 127.0.0.1 by default)
     drain_timeout: float = 60.0  # seconds a stop waits for requests in flight (kitty_ops.llama.drain)
     api_key: str = dataclasses.field(default="", repr=False)  # passed as LLAMA_API_KEY, never argv
+    # Start fails unless the model is on the GPU as asked: not fallen back to the CPU, every layer
+    # --n-gpu-layers asks for offloaded (kitty_ops.llama.offload).
+    require_gpu: bool = False
 
     @property
     def auth(self) -> dict[str, str]:
@@ -629,7 +632,7 @@ def _server(read: _Reader, name: str, models_dir: Path) -> ServerSpec:
             "balance the quotes in the value", Runbook.CONFIGURATION))
         extra = ()
 
-    return ServerSpec(
+    spec = ServerSpec(
         name=name,
         enabled=enabled,
         model=_path(models_dir, model_text) if model_text else Path(""),
@@ -650,7 +653,17 @@ def _server(read: _Reader, name: str, models_dir: Path) -> ServerSpec:
         extra_args=extra,
         jinja=read.boolean((own + "TOOL_CALLING", PREFIX + "TOOL_CALLING"), True),
         metrics=read.boolean((own + "METRICS", PREFIX + "METRICS"), True),
+        require_gpu=read.boolean((own + "REQUIRE_GPU", "LLAMACPP_REQUIRE_GPU"), False),
     )
+    if enabled and spec.require_gpu and spec.n_gpu_layers == 0:
+        found = read.raw(own + "REQUIRE_GPU", "LLAMACPP_REQUIRE_GPU")
+        setting = found[0] if found else own + "REQUIRE_GPU"
+        read.problems.append(error(
+            setting, f"server {name!r} must run on the GPU ({setting}=true) but its N_GPU_LAYERS is 0: "
+            "it would offload no layer",
+            f"set {own}REQUIRE_GPU=false to let it run on the CPU, or {own}N_GPU_LAYERS above 0 "
+            "(999: every layer)", Runbook.CPU_FALLBACK))
+    return spec
 
 
 def _check_ports_unique(servers: tuple[ServerSpec, ...], problems: list[Problem]) -> None:

@@ -17,6 +17,7 @@ class Runbook(str, enum.Enum):
     SERVER_CRASH = "llama-server-crash"
     SERVER_TIMEOUT = "llama-server-slow-load"
     OUT_OF_MEMORY = "out-of-memory"
+    CPU_FALLBACK = "cpu-fallback"
     STOP_FAILED = "stop-failed"
     STALE_PID = "stale-pid-files"
     LOCK_HELD = "lock-held"

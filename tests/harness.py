@@ -117,6 +117,9 @@ class Project:
             "LLAMACPP_HEALTH_TIMEOUT": 20,
             "KITTY_STOP_GRACE": 3,
             "KITTY_COMPOSE_ENABLED": "false",  # the container tests opt in with their own env
+            # The fake serves no /metrics unless given --fake-metrics (an old build), and start
+            # fails a server started with --metrics whose /metrics does not answer: no --metrics.
+            "LLAMACPP_METRICS": "false",
         }
         for name, flags in servers.items():
             up = name.upper()

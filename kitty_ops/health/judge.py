@@ -57,6 +57,10 @@ class Component:
     # reused) or bad-record; a container is absent or in the engine's own state (running, exited,
     # created, restarting, paused, dead). `status` tells "stopped" from "died" with it.
     observed: str | None = None
+    # A live llama server: what it runs on (kitty_ops.llama.offload's summary: backend, layers,
+    # total, devices, cpu_fallback; None when unknown) and whether it was started with --metrics.
+    offload: dict | None = None
+    metrics: bool | None = None
 
     def as_dict(self) -> dict:
         data = dataclasses.asdict(self)

@@ -16,6 +16,7 @@ from kitty_ops.health import judge
 from kitty_ops.health.run import Report
 from kitty_ops.health.status import Row, Status
 from kitty_ops.host import records
+from kitty_ops.llama import offload
 
 PREFIX = "KITTY"
 
@@ -116,7 +117,7 @@ def write_prometheus(path: Path, report: Report) -> None:
 # ------------------------------------------------------------------------------------- status
 
 STATUS_HEADERS = ["TIER", "NAME", "STATE", "HEALTH", "PID/CONTAINER", "PORTS", "UPTIME", "MEMORY",
-                  "MODEL/IMAGE", "ENGINE", "RESTARTS", "DETAIL"]
+                  "MODEL/IMAGE", "ENGINE", "OFFLOAD", "RESTARTS", "DETAIL"]
 DETAIL_WIDTH = 100  # the table's last column; --json has all of it
 NOT_FINE = ("down", "failed", "backoff", "exited", "restarting", "paused", "unknown")
 
@@ -139,9 +140,10 @@ def _status_cells(r: Row) -> list[object]:
     if r.supervised:
         restarts = f"{r.restarts}" + (f" (last: {r.last_exit})" if r.last_exit else "")
     detail = r.detail if len(r.detail) <= DETAIL_WIDTH else r.detail[:DETAIL_WIDTH - 1] + "…"
+    found = offload.Offload.from_dict(r.offload)
     return [r.tier, r.name, r.state, r.health, who, ",".join(r.ports) or None,
             duration(r.uptime) if r.uptime is not None else None, size(r.memory_bytes) if r.memory_bytes else None,
-            model, engine, restarts, detail or None]
+            model, engine, found.describe() if found else None, restarts, detail or None]
 
 
 def status_json(status: Status, out: IO[str]) -> None:

@@ -24,7 +24,7 @@ from kitty_ops.health import judge
 from kitty_ops.health.judge import Component
 from kitty_ops.host import lock, records, supervision
 from kitty_ops.host.observe import observe
-from kitty_ops.llama import drain
+from kitty_ops.llama import drain, offload, verify
 from kitty_ops.runbooks import Runbook
 from kitty_ops.stack import graph
 
@@ -148,7 +148,20 @@ def _llama(settings: Settings, name: str, timeout: float) -> list[Component]:
         component.ports, component.model = judge.address(spec.url), str(spec.model)
     if component and component.status == "healthy" and base:
         judge.with_requests(component, drain.in_flight(base, timeout, spec.auth if spec else None))
+    if component and seen.record is not None and component.observed == "alive":
+        _runs_on(component, seen.record)
     return [component] if component else []
+
+
+STATUS_LOG_BYTES = 256 * 1024  # a record without what start read: its log's head, read here
+
+
+def _runs_on(component: Component, record: records.EngineRecord) -> None:
+    """A live server's devices and layers as start kept them in its record, else (a server the
+    supervisor restarted, or one an older kitty-ops started) as its log says; and --metrics."""
+    component.metrics = "--metrics" in record.argv
+    found = offload.Offload.from_dict(record.offload) or verify.offload_of(record, STATUS_LOG_BYTES)
+    component.offload = found.summary() if found.backend != offload.UNKNOWN else None
 
 
 def _native(settings: Settings, service, timeout: float) -> list[Component]:

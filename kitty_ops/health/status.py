@@ -11,7 +11,9 @@ component that is not running reads `stopped` when the last word was "down", `do
 
 STATE: running | starting | stopped | down | backoff | failed | exited | created | restarting |
 paused | disabled | skipped | unknown. HEALTH: healthy | loading | starting | unhealthy | `-`
-(nothing to ask: not running, or no verdict).
+(nothing to ask: not running, or no verdict). A live llama server also shows what it runs on
+(OFFLOAD: `cpu`, `metal 81/81`, `cuda 20/81`, from its record or log) and, when it was started
+without --metrics, says so in its detail.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class Row:
     last_exit: str | None = None  # "killed by SIGKILL"
     crash_history: list[str] = dataclasses.field(default_factory=list)
     runbook: str | None = None  # what to read when it is not as the operator left it
+    offload: dict | None = None  # a live llama server: backend, layers, total, devices (kitty_ops.llama.offload)
+    metrics: bool | None = None  # a live llama server: started with --metrics (a /metrics to scrape)
 
     def as_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -126,12 +130,14 @@ def rows(components: Sequence[Component], settings: Settings, intents: Mapping[s
 def from_component(c: Component, intent: Intent | None, started_any: bool) -> Row:
     """One component as health judged it, in status's words."""
     state, health, detail = _words(c, intent, started_any)
+    if c.metrics is False and state in ("running", "starting"):
+        detail = "; ".join(d for d in (detail, NO_METRICS) if d)
     return Row(c.tier, c.name, state, health, detail, service=c.service, pid=c.pid, container=c.container,
                ports=tuple(c.ports), uptime=c.uptime, memory_bytes=c.memory_bytes, model=c.model,
                engine=None if c.tier == "compose" else c.version,  # a container's version is its image
                intent=intent.want if intent else None, requests_in_flight=c.requests_in_flight, supervised=c.supervised,
                supervisor_state=c.supervisor_state, restarts=c.restarts, last_exit=c.last_exit,
-               crash_history=list(c.crash_history),
+               crash_history=list(c.crash_history), offload=c.offload, metrics=c.metrics,
                runbook=c.runbook.path if c.runbook and state not in AS_LEFT else None)
 
 
@@ -162,6 +168,7 @@ def _words(c: Component, intent: Intent | None, started_any: bool) -> tuple[str,
     return "down", NO_HEALTH, c.detail  # recorded, expected, dead (or its record unreadable)
 
 
+NO_METRICS = "no /metrics (start with --metrics)"  # nothing for Prometheus to scrape: worth a word, no more
 QUIET = {"ok": "", "running, healthy": "", "running (no healthcheck)": "no healthcheck"}
 
 

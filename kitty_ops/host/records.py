@@ -44,6 +44,9 @@ class EngineRecord:
     log_offset: int  # where this run's output starts in the log
     started_at: float  # wall-clock seconds (time.time())
     prefix: str = LLAMA
+    # What a llama server runs on, read from its log once it was healthy (kitty_ops.llama.offload:
+    # backend, devices, layers offloaded); None before that, or for a record an older kitty-ops wrote.
+    offload: dict | None = None
 
     @property
     def identity(self) -> Identity:
@@ -137,6 +140,21 @@ def recorded_names(logs_dir: Path, prefix: str = LLAMA) -> list[str]:
         for path in logs_dir.glob(pattern):
             names.add(path.stem[len(prefix) + 1:])
     return sorted(names)
+
+
+def head(path: Path, offset: int = 0, max_bytes: int = 1024 * 1024) -> list[str]:
+    """The lines of a log from `offset` on, reading at most `max_bytes` (a run's start: what it
+    loaded and on which device). A line cut by the limit is left out."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read(max_bytes)
+    except OSError:
+        return []
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if len(data) >= max_bytes and not data.endswith(b"\n"):
+        lines = lines[:-1]
+    return lines
 
 
 def tail(path: Path, lines: int = 20, offset: int = 0, max_bytes: int = 64 * 1024) -> list[str]:

@@ -4,7 +4,10 @@ start: validate everything first, then spawn every server that is not already ru
 wait for all of them concurrently. It is all-or-nothing for this invocation: when one server
 fails (dies while loading, misses the deadline) or the operator presses Ctrl+C, every server this
 invocation started is stopped again. Servers that were already running, healthy and proven ours
-are reported and left alone.
+are reported and left alone. A server counts as started once it is healthy and what it runs
+on is read from its log into its record (kitty_ops.llama.verify); with REQUIRE_GPU a server that
+fell back to the CPU, or offloaded fewer layers than asked, fails the start, and so does one
+started with --metrics whose /metrics does not answer.
 
 stop: SIGTERM to each server's process group, the grace period, then SIGKILL; all servers at
 once; PID files removed; ports checked free. A PID that cannot be proven ours is never signalled.
@@ -26,7 +29,7 @@ from typing import Callable
 from kitty_ops.config import ServerSpec, Settings
 from kitty_ops.exitcodes import Exit
 from kitty_ops.host import lock, ports, probes, procs, records
-from kitty_ops.llama import command, drain, memory, validate
+from kitty_ops.llama import command, drain, memory, offload, validate, verify
 from kitty_ops.outcomes import Action, Outcome, Progress, Result, Silent
 from kitty_ops.problems import Problem
 from kitty_ops.runbooks import Runbook
@@ -164,12 +167,22 @@ def spawn_one(settings: Settings, spec: ServerSpec, engine: command.EngineInfo,
     return spawned[0].record, spawned[0].popen
 
 
+# llama.cpp's "trace" verbosity. Current builds log the model's devices and offload
+# (`load_tensors: offloaded 81/81 layers to GPU`, the buffer lines) at 4, not at their default 3,
+# and what a server runs on is read from those lines (kitty_ops.llama.offload). An environment
+# variable, not a flag: the argv stays as it was (records, adoption), builds without it ignore it,
+# and an operator's own LLAMA_ARG_LOG_VERBOSITY or `-lv N` in EXTRA_ARGS (the flag wins) still rules.
+LOG_VERBOSITY = "4"
+
+
 def server_environment(spec: ServerSpec) -> dict[str, str]:
     """The server's environment: kitty-ops's own, with the API key as LLAMA_API_KEY when one is
-    configured (never in argv, which every user can read with ps) and no inherited one otherwise."""
+    configured (never in argv, which every user can read with ps) and no inherited one otherwise,
+    and the log verbosity that shows its devices."""
     env = {k: v for k, v in os.environ.items() if k != "LLAMA_API_KEY"}
     if spec.api_key:
         env["LLAMA_API_KEY"] = spec.api_key
+    env.setdefault("LLAMA_ARG_LOG_VERBOSITY", LOG_VERBOSITY)
     return env
 
 
@@ -240,6 +253,10 @@ def _wait_all(settings: Settings, launches: list[_Launch], progress: Progress,
         record = launch.record
         log = Path(record.log)
         if result.outcome is probes.Outcome.READY:
+            refused = _check_ready(settings, launch, progress, result.seconds)
+            if refused is not None:
+                return refused
+            record = launch.record
             progress.event(name, f"healthy after {result.seconds:.1f}s")
             on_ready(name)
             return Outcome(name, Action.STARTED, True, record.port, record.url, record.pid,
@@ -271,6 +288,39 @@ def _wait_all(settings: Settings, launches: list[_Launch], progress: Progress,
         done_waiting.set()
         pool.shutdown(wait=True)
     return outcomes
+
+
+def _check_ready(settings: Settings, launch: _Launch, progress: Progress, seconds: float) -> Outcome | None:
+    """A healthy server, before it counts as started: what it runs on (its log, kept in its
+    record for `status`), then what its settings demand of that: the GPU (REQUIRE_GPU) and a
+    /metrics that answers (--metrics). An Outcome when it falls short; its roll-back is start's."""
+    spec, record = launch.spec, launch.record
+    found = verify.offload_of(record)
+    launch.record = record = dataclasses.replace(record, offload=found.as_dict())
+    try:
+        records.save(settings.logs_dir, record)
+    except OSError as exc:  # status then reads the log itself; nothing else depends on it
+        progress.event(spec.name, f"could not keep what it runs on in its record: {exc}")
+    progress.event(spec.name, f"runs on {found.describe() or 'a device its log does not name'}"
+                              + (f" ({', '.join(found.devices)})" if found.on_gpu and found.devices else ""))
+
+    def refuse(detail: str, lines: list[str], runbook: Runbook) -> Outcome:
+        return Outcome(spec.name, Action.FAILED, False, record.port, record.url, record.pid, seconds,
+                       detail, lines, runbook)
+
+    if spec.require_gpu:
+        why = offload.gpu_shortfall(found, offload.asked_layers(record.argv))
+        if why is not None:
+            lines = list(found.evidence) or records.tail(Path(record.log), LOG_TAIL_LINES, record.log_offset)
+            return refuse(f"{spec.var_prefix}REQUIRE_GPU (or LLAMACPP_REQUIRE_GPU) says it must run on the "
+                          f"GPU, but {why}", lines, Runbook.CPU_FALLBACK)
+    if "--metrics" in record.argv:
+        problem = verify.metrics_problem(record.url, spec.auth)
+        if problem is not None:
+            return refuse(f"started with --metrics ({spec.var_prefix}METRICS), but {problem}; set "
+                          f"{spec.var_prefix}METRICS=false to start it without, or use an engine that serves "
+                          "/metrics", [], Runbook.ENGINE_BINARY)
+    return None
 
 
 class _Either:

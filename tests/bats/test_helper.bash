@@ -79,6 +79,7 @@ write_fake_env() {
     echo "KITTY_STOP_GRACE=3"
     echo "KITTY_LOGS_DIR=$LOGS_DIR"
     echo "KITTY_COMPOSE_ENABLED=false"  # these tests are about the scripts, not the container tier
+    echo "LLAMACPP_METRICS=false"  # the fake serves no /metrics (start would fail a --metrics server)
     if [[ -n "$extra" ]]; then
       echo "LLAMACPP_Q4_EXTRA_ARGS=\"$extra\""
     fi

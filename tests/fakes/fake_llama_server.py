@@ -18,6 +18,10 @@ set per server through LLAMACPP_<NAME>_EXTRA_ARGS:
   --fake-die-after S        serve normally, then exit 3 S seconds after start (a crash loop)
   --fake-load-forever       answer 503 "Loading model" for ever (never ready, never hung)
   --fake-loading-after S    ready, then answer 503 "Loading model" from S seconds after start on
+  --fake-log PATH           print PATH's lines at start, as the real engine logs its model load
+                            (tests/fixtures/llama_logs: the devices and layers of a GPU it lacks)
+  --fake-metrics            serve /metrics as llama-server started with --metrics does (200, its
+                            gauges); without it /metrics answers 404, as an old build's does
   --fake-chatty N           print N numbered log lines per second ("chatty N"), for log rotation
 
 Tests and benchmarks only; never shipped as part of kitty-ops.
@@ -69,6 +73,8 @@ HELP = """----- common params -----
 --fake-die-after S                      (fake) exit 3 after S seconds, ready or not
 --fake-load-forever                     (fake) answer 503 loading for ever
 --fake-loading-after S                  (fake) answer 503 loading again after S seconds
+--fake-log PATH                         (fake) print PATH's lines at start (a recorded load log)
+--fake-metrics                          (fake) serve /metrics (200) like --metrics does
 --fake-chatty N                         (fake) print N numbered log lines per second
 """
 
@@ -91,6 +97,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fake-die-after", type=float, default=None)
     p.add_argument("--fake-load-forever", action="store_true")
     p.add_argument("--fake-loading-after", type=float, default=None)
+    p.add_argument("--fake-log", default=None)
+    p.add_argument("--fake-metrics", action="store_true")
     p.add_argument("--fake-chatty", type=float, default=None)
     args, _unknown = p.parse_known_args(argv)
     return args
@@ -146,6 +154,19 @@ def main(argv: list[str]) -> int:
                 # A server that never turns idle (with N > 0); an old build has no /slots at all.
                 self._send(200, [{"id": i, "is_processing": i < args.fake_busy_slots}
                                  for i in range(max(1, args.fake_busy_slots))])
+            elif self.path == "/metrics" and args.fake_metrics:
+                busy = args.fake_busy_slots or 0
+                body = ("# HELP llamacpp:requests_processing Number of requests processing.\n"
+                        "# TYPE llamacpp:requests_processing gauge\n"
+                        f"llamacpp:requests_processing {busy}\n"
+                        "# HELP llamacpp:requests_deferred Number of requests deferred.\n"
+                        "# TYPE llamacpp:requests_deferred gauge\n"
+                        "llamacpp:requests_deferred 0\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
             elif self.path == "/v1/models":
                 self._send(200, {"object": "list", "data": [{"id": args.alias, "object": "model"}]})
             else:
@@ -163,6 +184,9 @@ def main(argv: list[str]) -> int:
                              "model": args.alias})
 
     print(f"fake llama-server: pid {os.getpid()} port {args.port}", flush=True)
+    if args.fake_log:
+        with open(args.fake_log, encoding="utf-8") as recorded:
+            print(recorded.read(), end="", flush=True)
     if args.fake_bind_delay > 0:
         time.sleep(args.fake_bind_delay)
     server = ThreadingHTTPServer((args.host, args.port), Handler)

@@ -206,7 +206,7 @@ def test_the_table_has_one_row_per_component_in_short_words(tmp_path):
     render.status_text(view(tmp_path), out)
     lines = out.getvalue().splitlines()
     assert lines[0].split() == ["TIER", "NAME", "STATE", "HEALTH", "PID/CONTAINER", "PORTS", "UPTIME", "MEMORY",
-                                "MODEL/IMAGE", "ENGINE", "RESTARTS", "DETAIL"]
+                                "MODEL/IMAGE", "ENGINE", "OFFLOAD", "RESTARTS", "DETAIL"]
     assert len(lines) == 1 + 5
     q4 = lines[1].split()
     assert q4[:6] == ["llama", "q4", "running", "healthy", "4242", "127.0.0.1:18083"]
@@ -243,3 +243,34 @@ def test_a_live_components_detail_leaves_out_what_the_columns_say():
     assert (row(worker).state, row(worker).health, row(worker).detail) == ("running", "healthy", "no health endpoint")
     starting = row(container("postgres", health="starting"))
     assert starting.detail.startswith("running, healthcheck starting")
+
+
+def test_a_live_server_shows_what_it_runs_on_and_a_missing_metrics_endpoint(tmp_path):
+    """OFFLOAD from the record (kitty_ops.llama.offload's summary), `offload` and `metrics` in the
+    JSON; a server started without --metrics says so in its detail, and only while it runs."""
+    partial = {"backend": "cuda", "layers": 20, "total": 81, "devices": ["CUDA0 (NVIDIA GeForce RTX 4090)"],
+               "cpu_fallback": []}
+    q4 = healthy()
+    q4.offload, q4.metrics = partial, False
+    r = row(q4)
+    assert r.detail == "no /metrics (start with --metrics)" and r.runbook is None
+    assert (r.offload, r.metrics) == (partial, False)
+    q4.metrics = True
+    assert row(q4).detail == ""
+    gone = dead()
+    gone.metrics = False
+    assert "no /metrics" not in row(gone).detail
+
+    q4.metrics = False
+    report = Report(Level.OK, [q4], time.time(), 0.01, 1.0, 5.0)
+    view = status.build(report, settings(tmp_path), {})
+    out = io.StringIO()
+    render.status_text(view, out)
+    header, line = out.getvalue().splitlines()[:2]
+    assert line[header.index("OFFLOAD"):].split()[0:2] == ["cuda", "20/81"]
+    assert line.rstrip().endswith("no /metrics (start with --metrics)")
+    out = io.StringIO()
+    render.status_json(view, out)
+    shown = next(c for c in json.loads(out.getvalue())["components"] if c["name"] == "q4")
+    assert shown["offload"]["backend"] == "cuda" and (shown["offload"]["layers"], shown["offload"]["total"]) == (20, 81)
+    assert shown["offload"]["devices"] == ["CUDA0 (NVIDIA GeForce RTX 4090)"] and shown["metrics"] is False
