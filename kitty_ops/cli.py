@@ -712,6 +712,67 @@ def complete_cmd(env_file: Path | None, server: str, max_tokens: int, timeout: f
     click.echo(prompt + text)
 
 
+def _concurrency_levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give whole numbers, comma-separated (1,2,4)")
+    if not levels or any(level < 1 for level in levels):
+        raise click.BadParameter(f"{value!r}: give one or more levels of 1 or more (1,2,4)")
+    return levels
+
+
+@cli.command("bench")
+@env_file_option
+@click.argument("names", nargs=-1, metavar="[NAME...]")
+@click.option("--concurrency", default="1,2,4", show_default=True, metavar="N[,N...]", callback=_concurrency_levels,
+              help="Concurrent streams per level; a level above the server's slots is capped there.")
+@click.option("--requests", type=click.IntRange(1, 100_000), default=8, show_default=True,
+              help="Requests per concurrency level.")
+@click.option("--prompt-tokens", type=click.IntRange(1, 10_000_000), default=128, show_default=True,
+              help="About this many prompt tokens per request (seeded words, scaled by the server's tokenizer).")
+@click.option("--max-tokens", type=click.IntRange(2, 10_000_000), default=64, show_default=True,
+              help="Tokens generated per request, exactly (end-of-sequence ignored).")
+@click.option("--seed", type=int, default=42, show_default=True, help="Seed of the prompt set and of sampling.")
+@click.option("--deadline", type=click.FloatRange(min=1), default=600.0, show_default=True,
+              help="Seconds for the whole bench, the yardstick included.")
+@click.option("--threshold", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Percent worse (generation tokens/s, time to first token) that is a regression: exit 1.")
+@click.option("--no-compare", is_flag=True, help="Do not compare with the last comparable run.")
+@click.option("--yardstick", is_flag=True,
+              help="Also run llama.cpp's llama-bench on the same model and threads, and give the ratio.")
+@json_option
+def bench_cmd(env_file: Path | None, names: tuple[str, ...], concurrency: tuple[int, ...], requests: int,
+              prompt_tokens: int, max_tokens: int, seed: int, deadline: float, threshold: float, no_compare: bool,
+              yardstick: bool, as_json: bool) -> None:
+    """Measure the running llama servers (NAME..., default: every enabled one that runs) through
+    their HTTP API: time to first token, tokens/s per request and in all, latency, memory; save
+    the run under .logs/bench/ and compare it with the last comparable one (a regression beyond
+    --threshold exits 1)."""
+    from kitty_ops.bench import render as bench_render, run as bench_run  # noqa: PLC0415
+    settings, _ = config.load_settings(env_file)
+    if env_file is not None and not settings.env_file_found:
+        _fail(Exit.CONFIG, f"env file not found: {settings.env_file}; see {Runbook.CONFIGURATION.path}", as_json)
+    options = bench_run.Options(concurrency, requests, prompt_tokens, max_tokens, seed, deadline, not no_compare,
+                                threshold, yardstick)
+    _interrupt_on_sigterm()
+    progress = render.progress_for(sys.stderr)
+    try:
+        report = bench_run.bench(settings, _names(names), options, progress)
+    except bench_run.BenchError as exc:
+        progress.close()
+        if exc.code == Exit.USAGE and not as_json:
+            raise click.UsageError(str(exc))
+        runbook = f"; see {exc.runbook.path}" if exc.runbook and exc.runbook.path not in str(exc) else ""
+        _fail(exc.code, f"{exc}{runbook}", as_json)
+    except KeyboardInterrupt:
+        progress.close()
+        _fail(Exit.INTERRUPTED, "interrupted: the bench stopped and saved nothing of the role it was measuring", as_json)
+    progress.close()
+    (bench_render.json_report(report, sys.stdout) if as_json else bench_render.text(report, sys.stdout, sys.stderr))
+    sys.exit(report.exit)
+
+
 def _replace(settings: config.Settings, **changes) -> config.Settings:
     return dataclasses.replace(settings, **changes)
 

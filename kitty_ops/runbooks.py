@@ -33,6 +33,7 @@ class Runbook(str, enum.Enum):
     HIGH_RESOURCE = "high-resource-usage"
     CRASH_LOOP = "crash-loop"
     SERVICE = "service"
+    BENCH_REGRESSION = "bench-regression"
 
     @property
     def path(self) -> str:

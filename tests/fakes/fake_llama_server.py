@@ -23,6 +23,12 @@ set per server through LLAMACPP_<NAME>_EXTRA_ARGS:
   --fake-metrics            serve /metrics as llama-server started with --metrics does (200, its
                             gauges); without it /metrics answers 404, as an old build's does
   --fake-chatty N           print N numbered log lines per second ("chatty N"), for log rotation
+  --fake-token-ms MS        a streamed /completion writes one token every MS milliseconds (default 2)
+
+A streamed `/completion` ("stream": true) answers as llama-server does: server-sent events, one
+`data: {...}` per token, then a final one with `stop: true` and the `timings` of the answer
+(measured on the fake's own clock); exactly `n_predict` tokens. `/props` says `total_slots` (its
+--parallel) and the context per slot.
 
 Tests and benchmarks only; never shipped as part of kitty-ops.
 """
@@ -34,6 +40,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -76,6 +83,7 @@ HELP = """----- common params -----
 --fake-log PATH                         (fake) print PATH's lines at start (a recorded load log)
 --fake-metrics                          (fake) serve /metrics (200) like --metrics does
 --fake-chatty N                         (fake) print N numbered log lines per second
+--fake-token-ms MS                      (fake) milliseconds per streamed token
 """
 
 
@@ -100,6 +108,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fake-log", default=None)
     p.add_argument("--fake-metrics", action="store_true")
     p.add_argument("--fake-chatty", type=float, default=None)
+    p.add_argument("--fake-token-ms", type=float, default=2.0)
+    p.add_argument("--parallel", type=int, default=1)
+    p.add_argument("--ctx-size", type=int, default=4096)
     args, _unknown = p.parse_known_args(argv)
     return args
 
@@ -167,16 +178,54 @@ def main(argv: list[str]) -> int:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+            elif self.path == "/props":
+                slots = max(1, args.parallel)
+                self._send(200, {"total_slots": slots, "build_info": "b9999-fake",
+                                 "default_generation_settings": {"n_ctx": args.ctx_size // slots}})
             elif self.path == "/v1/models":
                 self._send(200, {"object": "list", "data": [{"id": args.alias, "object": "model"}]})
             else:
                 self._send(404, {"error": {"message": "not found", "code": 404}})
+
+        def _stream_completion(self, request: dict) -> None:
+            """Server-sent events like llama-server's: a token every --fake-token-ms, then the
+            final event with the timings."""
+            began = time.perf_counter()
+            prompt_n = len(str(request.get("prompt", "")).split()) + 1
+            # each event goes out at once, as a real server's do (no Nagle delay against delayed ACKs)
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()  # HTTP/1.0: the stream ends when the connection closes
+            first = None
+            n = int(request.get("n_predict", 16))
+            for i in range(n):
+                time.sleep(args.fake_token_ms / 1000.0)
+                if first is None:
+                    first = time.perf_counter()
+                event = {"index": 0, "content": f" w{i}", "tokens": [1000 + i], "stop": False, "id_slot": 0}
+                self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+                self.wfile.flush()
+            ended = time.perf_counter()
+            prompt_ms = ((first or ended) - began) * 1000
+            predicted_ms = (ended - (first or ended)) * 1000
+            final = {"index": 0, "content": "", "tokens": [], "stop": True, "id_slot": 0, "tokens_predicted": n,
+                     "tokens_evaluated": prompt_n, "stop_type": "limit",
+                     "timings": {"prompt_n": prompt_n, "prompt_ms": prompt_ms,
+                                 "prompt_per_second": prompt_n / prompt_ms * 1000 if prompt_ms else 0.0,
+                                 "predicted_n": n, "predicted_ms": predicted_ms,
+                                 "predicted_per_second": n / predicted_ms * 1000 if predicted_ms else 0.0}}
+            self.wfile.write(b"data: " + json.dumps(final).encode() + b"\n\n")
+            self.wfile.flush()
 
         def do_POST(self):  # noqa: N802
             length = int(self.headers.get("Content-Length") or 0)
             request = json.loads(self.rfile.read(length) or b"{}")
             if time.monotonic() < ready_at:
                 self._send(503, {"error": {"message": "Loading model", "code": 503}})
+                return
+            if self.path == "/completion" and request.get("stream"):
+                self._stream_completion(request)
                 return
             prompt = request.get("messages", [{}])[-1].get("content", "")
             self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant",
