@@ -15,7 +15,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ("readiness_latency.py", "stop_time.py", "status_time.py", "stack_start.py", "health_check.py",
-           "compose_tier.py", "backup_postgres.py", "emergency_stop.py", "drain_stop.py", "supervise.py")
+           "compose_tier.py", "backup_postgres.py", "emergency_stop.py", "drain_stop.py", "supervise.py",
+           "bench_overhead.py")
 QUICK = {
     "readiness_latency.py": ["--runs", "8", "--cli-runs", "2", "--baseline-runs", "2"],
     "stop_time.py": ["--runs", "1"],
@@ -27,6 +28,7 @@ QUICK = {
     "emergency_stop.py": ["--runs", "1"],
     "drain_stop.py": ["--runs", "1"],
     "supervise.py": ["--crashes", "5", "--restarts", "2", "--idle-seconds", "5"],
+    "bench_overhead.py": ["--requests", "3", "--max-tokens", "32"],
 }
 
 

@@ -17,7 +17,7 @@ class Exit(enum.IntEnum):
 
 DESCRIPTIONS = {
     Exit.OK: "success",
-    Exit.FAILED: "an operation failed (a server did not start, stop or answer)",
+    Exit.FAILED: "an operation failed (a server did not start, stop or answer; a bench found a regression)",
     Exit.USAGE: "bad command-line usage",
     Exit.CONFIG: "configuration invalid (see `kitty-ops validate`)",
     Exit.BUSY: "another kitty-ops start/stop is running (lock held)",
