@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 
 from kitty_ops.host.records import write_atomic
+from kitty_ops.llama.command import is_number
 
 RECORD_SCHEMA = "kitty-ops/bench-record/v1"
 HASH_BYTES = 8 * 1024 * 1024
@@ -195,8 +196,8 @@ def flag_pairs(argv: list[str]) -> list[str]:
     while i < len(argv):
         token = argv[i]
         following = argv[i + 1] if i + 1 < len(argv) else None
-        takes_value = following is not None and (not following.startswith("-") or _is_number(following))
-        if token.startswith("-") and not _is_number(token):
+        takes_value = following is not None and (not following.startswith("-") or is_number(following))
+        if token.startswith("-") and not is_number(token):
             if token not in PLACE_FLAGS:
                 pairs.append(f"{token} {following}" if takes_value else token)
             i += 2 if takes_value else 1
@@ -210,14 +211,6 @@ def flag_value(argv: list[str], flag: str) -> str | None:
         if token == flag:
             return argv[i + 1]
     return None
-
-
-def _is_number(token: str) -> bool:
-    try:
-        float(token)
-        return True
-    except ValueError:
-        return False
 
 
 def host_facts() -> dict:

@@ -57,11 +57,11 @@ def normalize_args(args: list[str] | tuple[str, ...]) -> list[str]:
     i = 0
     while i < len(items):
         token = items[i]
-        if token.startswith("-") and "=" in token and not _is_number(token):
+        if token.startswith("-") and "=" in token and not is_number(token):
             flag, value = token.split("=", 1)
             items[i + 1:i + 1] = [value]
             token = flag
-        if token.startswith("-") and not _is_number(token):
+        if token.startswith("-") and not is_number(token):
             token = normalize_flag(token)
             if token in OPTIONAL_VALUE_FLAGS:
                 default, allowed = OPTIONAL_VALUE_FLAGS[token]
@@ -75,7 +75,7 @@ def normalize_args(args: list[str] | tuple[str, ...]) -> list[str]:
     return out
 
 
-def _is_number(token: str) -> bool:
+def is_number(token: str) -> bool:
     try:
         float(token)
         return True
@@ -129,7 +129,7 @@ def _without_flags(argv: list[str], drop: set[str]) -> list[str]:
 
 def flags_in(argv: list[str]) -> list[str]:
     """The flags (not values) of an argv, in order, without the binary."""
-    return [t for t in argv[1:] if t.startswith("-") and not _is_number(t)]
+    return [t for t in argv[1:] if t.startswith("-") and not is_number(t)]
 
 
 def managed_flags_in_extras(spec: ServerSpec) -> list[str]:
