@@ -449,15 +449,16 @@ class Compose:
             return Completed(1, "", str(exc))
         return Completed(0, "", "")
 
-    def _engine_containers(self, timeout: float) -> list[dict]:
-        """The project's containers (one-off `run` containers left out), from the engine."""
+    def _engine_containers(self, timeout: float, one_off: bool = False) -> list[dict]:
+        """The project's containers, from the engine; one-off `compose run` containers only
+        with `one_off` (a `down` removes them too, as compose's does)."""
         assert self.engine is not None
         try:
             found = self.engine.project_containers(self.project, timeout)
         except engines.EngineError as exc:
             raise ComposeError(error("docker daemon", f"the Docker engine does not answer: {exc}",
                                      ENGINE_HINT, Runbook.DOCKER)) from None
-        return [c for c in found if (c.get("Labels") or {}).get("com.docker.compose.oneoff") != "True"]
+        return [c for c in found if one_off or (c.get("Labels") or {}).get("com.docker.compose.oneoff") != "True"]
 
     def container_ids(self) -> dict[str, str]:
         if self.engine is not None:
@@ -574,7 +575,7 @@ class Compose:
         remove the project's containers of `services` (None: every one, orphans included), all
         at once: the caller orders the services."""
         try:
-            found = self._engine_containers(QUICK)
+            found = self._engine_containers(QUICK, one_off=services is None)
         except ComposeError as exc:
             return Completed(1, "", exc.problem.message)
         ids = [str(c.get("Id", "")) for c in found

@@ -51,7 +51,11 @@ def test_engine_and_cli_read_the_same_states_and_remove_only_the_project(stack):
         removed = by_cli.remove(["mosquitto"])
         assert removed.code == 0, removed.err
         assert stack.containers() == []
+        one_off = stack.compose("run", "-d", "--no-deps", "--entrypoint", "sleep", "redis", "300")
+        assert one_off.returncode == 0, one_off.stderr
+        assert len(stack.containers()) == 1  # a `compose run` container, on the project's network
         down = by_engine.down()
+        assert stack.containers() == []  # removed by the down, as compose's own down does
         assert down.code == 0, down.err
         networks = docker("network", "ls", "--filter", f"label=com.docker.compose.project={stack.compose_project}",
                           "--format", "{{.Name}}")
